@@ -1,0 +1,440 @@
+//! A typed client for the robot server, safe where the reference client is
+//! not: names are percent-encoded, redirects are refused, a 404 on delete
+//! means done, and an answer it cannot read is an error, never "not found".
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue, LOCATION};
+use reqwest::{Method, Response, StatusCode};
+use url::Url;
+
+use crate::wire::{ErrorBody, InvalidRobot, Robot, RobotList, messages};
+
+/// The reference server gives each request 10 s; a client should not wait longer.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Answers larger than this are not read: a robot is far smaller.
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Error messages quote at most this much of a server's answer.
+const MAX_QUOTED_BYTES: usize = 200;
+
+/// Everything that can go wrong talking to a robot server. Messages name
+/// the operation and endpoint, never a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid robot server endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint { endpoint: String, reason: String },
+    #[error(transparent)]
+    InvalidRobot(#[from] InvalidRobot),
+    #[error("cannot {op} robot: {}", describe_transport(.source))]
+    Transport {
+        op: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("cannot {op} robot: the server redirected to {location:?}; redirects are not followed")]
+    Redirected { op: &'static str, location: String },
+    #[error("cannot {op} robot: the server refused our credentials ({status})")]
+    Unauthorized { op: &'static str, status: u16 },
+    #[error("cannot {op} robot: robot not found")]
+    NotFound { op: &'static str },
+    #[error("cannot create robot: robot already exists")]
+    AlreadyExists,
+    #[error("cannot {op} robot: server answered {status}: {message}")]
+    Status {
+        op: &'static str,
+        status: u16,
+        message: String,
+    },
+    #[error("cannot {op} robot: the server's answer is not a robot: {reason}")]
+    Decode { op: &'static str, reason: String },
+}
+
+impl Error {
+    /// True when retrying later may succeed (network, timeouts, 5xx, 429).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Transport { .. } => true,
+            Error::Status { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+}
+
+fn describe_transport(e: &reqwest::Error) -> String {
+    // reqwest's Display stops at the outermost layer ("error sending
+    // request"); the cause (refused, timed out, DNS) is what users need.
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// The `Authorization` header value shared by every client of one process;
+/// refreshed in place when a token rotates. Never printed.
+#[derive(Clone, Default)]
+pub struct AuthHeader(Arc<RwLock<Option<HeaderValue>>>);
+
+/// A token that cannot go into an HTTP header (control characters).
+#[derive(Debug, thiserror::Error)]
+#[error("the robot server token holds characters not allowed in an HTTP header")]
+pub struct InvalidToken;
+
+impl AuthHeader {
+    /// Sends `Authorization: Bearer <token>` from now on.
+    pub fn set_bearer(&self, token: &str) -> Result<(), InvalidToken> {
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {}", token.trim())).map_err(|_| InvalidToken)?;
+        value.set_sensitive(true);
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(value);
+        Ok(())
+    }
+
+    /// Sends no `Authorization` header from now on.
+    pub fn clear(&self) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn current(&self) -> Option<HeaderValue> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl fmt::Debug for AuthHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = self.current().is_some();
+        f.debug_struct("AuthHeader")
+            .field("set", &set)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An HTTP client configured as robot clients need it: bounded time, no
+/// redirects, no proxy from the environment. Share one per process.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("robot-api/", env!("CARGO_PKG_VERSION")))
+        .build()
+        // Building fails only when the TLS backend cannot initialise, which
+        // no input can cause; fall back to reqwest's defaults rather than panic.
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// A client for one robot server endpoint.
+#[derive(Clone, Debug)]
+pub struct RobotClient {
+    http: reqwest::Client,
+    robots: Url,
+    list: Url,
+    auth: Option<AuthHeader>,
+}
+
+impl RobotClient {
+    /// A client for the server at `endpoint` (`http://host:port`, with an
+    /// optional path prefix), as a ProviderConfig's `spec.endpoint` gives it.
+    pub fn new(
+        http: reqwest::Client,
+        endpoint: &str,
+        auth: Option<AuthHeader>,
+    ) -> Result<Self, Error> {
+        let invalid = |reason: &str| Error::InvalidEndpoint {
+            endpoint: redact(endpoint),
+            reason: reason.to_owned(),
+        };
+        let base = Url::parse(endpoint.trim()).map_err(|e| invalid(&e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(invalid(&format!(
+                "scheme {:?} is not supported; use http or https",
+                base.scheme()
+            )));
+        }
+        if base.host_str().is_none_or(str::is_empty) {
+            return Err(invalid("it has no host"));
+        }
+        if !base.username().is_empty() || base.password().is_some() {
+            return Err(invalid(
+                "credentials in the URL are not supported; use a token source",
+            ));
+        }
+        if base.query().is_some() || base.fragment().is_some() {
+            return Err(invalid("it must not have a query or fragment"));
+        }
+        Ok(Self {
+            http,
+            robots: join(&base, &["robots"]),
+            list: join(&base, &["v1", "robots"]),
+            auth,
+        })
+    }
+
+    /// The robot named `name`, or `None` when the server says 404.
+    pub async fn get(&self, name: &str) -> Result<Option<Robot>, Error> {
+        const OP: &str = "get";
+        let resp = self.send(OP, Method::GET, Some(name), None).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(decode(OP, resp).await?)),
+            _ => Err(failure(OP, resp).await),
+        }
+    }
+
+    /// Creates `robot`; [`Error::AlreadyExists`] when the name is taken.
+    pub async fn create(&self, robot: &Robot) -> Result<(), Error> {
+        const OP: &str = "create";
+        robot.validate()?;
+        let resp = self.send(OP, Method::POST, None, Some(robot)).await?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        match failure(OP, resp).await {
+            Error::Status {
+                status: 400 | 409,
+                message,
+                ..
+            } if message == messages::ALREADY_EXISTS => Err(Error::AlreadyExists),
+            e => Err(e),
+        }
+    }
+
+    /// Replaces the robot named `name` with `robot`; [`Error::NotFound`]
+    /// when there is none.
+    pub async fn update(&self, name: &str, robot: &Robot) -> Result<(), Error> {
+        const OP: &str = "update";
+        robot.validate()?;
+        let resp = self.send(OP, Method::PUT, Some(name), Some(robot)).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Err(Error::NotFound { op: OP }),
+            s if s.is_success() => Ok(()),
+            _ => Err(failure(OP, resp).await),
+        }
+    }
+
+    /// Deletes the robot named `name`. Idempotent: `Ok(false)` when it was
+    /// already gone.
+    pub async fn delete(&self, name: &str) -> Result<bool, Error> {
+        const OP: &str = "delete";
+        let resp = self.send(OP, Method::DELETE, Some(name), None).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(false),
+            s if s.is_success() => Ok(true),
+            _ => Err(failure(OP, resp).await),
+        }
+    }
+
+    /// One page of the listing, names after `after`, at most `limit`.
+    pub async fn list(&self, after: Option<&str>, limit: usize) -> Result<RobotList, Error> {
+        const OP: &str = "list";
+        let mut url = self.list.clone();
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("limit", &limit.to_string());
+            if let Some(after) = after {
+                q.append_pair("after", after);
+            }
+        }
+        let resp = self.request(OP, Method::GET, url, None).await?;
+        if !resp.status().is_success() {
+            return Err(failure(OP, resp).await);
+        }
+        decode(OP, resp).await
+    }
+
+    async fn send(
+        &self,
+        op: &'static str,
+        method: Method,
+        name: Option<&str>,
+        body: Option<&Robot>,
+    ) -> Result<Response, Error> {
+        let mut url = self.robots.clone();
+        if let Some(name) = name {
+            crate::wire::validate_name(name)?;
+            url.query_pairs_mut().append_pair("name", name);
+        }
+        self.request(op, method, url, body).await
+    }
+
+    async fn request(
+        &self,
+        op: &'static str,
+        method: Method,
+        url: Url,
+        body: Option<&Robot>,
+    ) -> Result<Response, Error> {
+        let mut req = self
+            .http
+            .request(method, url)
+            .header(ACCEPT, "application/json");
+        if let Some(value) = self.auth.as_ref().and_then(AuthHeader::current) {
+            req = req.header(AUTHORIZATION, value);
+        }
+        if let Some(robot) = body {
+            req = req.json(robot);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| Error::Transport { op, source })?;
+        let status = resp.status();
+        if status.is_redirection() {
+            let location = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            return Err(Error::Redirected { op, location });
+        }
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(Error::Unauthorized {
+                op,
+                status: status.as_u16(),
+            });
+        }
+        Ok(resp)
+    }
+}
+
+/// The endpoint as it may be shown: without user info, query or fragment,
+/// which may hold credentials.
+fn redact(endpoint: &str) -> String {
+    let endpoint = endpoint.trim();
+    match Url::parse(endpoint) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        Err(_) => {
+            let tail = endpoint.rsplit('@').next().unwrap_or_default();
+            tail.chars().take(100).collect()
+        }
+    }
+}
+
+/// `base` with `segments` appended to its path, keeping any prefix.
+fn join(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    url
+}
+
+async fn read_limited(op: &'static str, mut resp: Response) -> Result<Vec<u8>, Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|source| Error::Transport { op, source })?
+    {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(Error::Decode {
+                op,
+                reason: format!("answer is larger than {MAX_RESPONSE_BYTES} bytes"),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(
+    op: &'static str,
+    resp: Response,
+) -> Result<T, Error> {
+    let body = read_limited(op, resp).await?;
+    serde_json::from_slice(&body).map_err(|e| Error::Decode {
+        op,
+        reason: e.to_string(),
+    })
+}
+
+/// Turns a non-success answer into an error carrying the server's message,
+/// from our JSON error body or the reference server's plain text.
+async fn failure(op: &'static str, resp: Response) -> Error {
+    let status = resp.status().as_u16();
+    let message = match read_limited(op, resp).await {
+        Ok(body) => match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(e) => e.error,
+            Err(_) => quote(&body),
+        },
+        Err(e) => e.to_string(),
+    };
+    Error::Status {
+        op,
+        status,
+        message,
+    }
+}
+
+fn quote(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    match text.char_indices().nth(MAX_QUOTED_BYTES) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(endpoint: &str) -> Result<RobotClient, Error> {
+        RobotClient::new(reqwest::Client::new(), endpoint, None)
+    }
+
+    #[test]
+    fn endpoint_paths_are_appended_not_replaced() {
+        let c = client("http://h:9090/prefix/").unwrap();
+        assert_eq!(c.robots.as_str(), "http://h:9090/prefix/robots");
+        assert_eq!(c.list.as_str(), "http://h:9090/prefix/v1/robots");
+        let c = client("http://h:9090").unwrap();
+        assert_eq!(c.robots.as_str(), "http://h:9090/robots");
+    }
+
+    #[test]
+    fn bad_endpoints_are_refused_with_a_reason() {
+        for (endpoint, needle) in [
+            ("not a url", "relative URL"),
+            ("ftp://h/", "scheme \"ftp\""),
+            ("unix:/var/run/x", "scheme \"unix\""),
+            ("http://user:pw@h/", "credentials"),
+            ("http://h/?x=1", "query"),
+            ("nonsense user:pw@h", "relative URL"),
+        ] {
+            let err = client(endpoint).unwrap_err().to_string();
+            assert!(err.contains(needle), "{endpoint}: {err}");
+            assert!(!err.contains("pw"), "{err}");
+        }
+    }
+
+    #[test]
+    fn auth_header_is_never_printed() {
+        let auth = AuthHeader::default();
+        auth.set_bearer("s3cr3t-token").unwrap();
+        let c = RobotClient::new(reqwest::Client::new(), "http://h", Some(auth.clone())).unwrap();
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        assert!(!format!("{auth:?}").contains("s3cr3t"));
+        assert!(auth.set_bearer("bad\ntoken").is_err());
+    }
+
+    #[test]
+    fn long_answers_are_quoted_briefly() {
+        let q = quote("é".repeat(500).as_bytes());
+        assert_eq!(q.chars().count(), MAX_QUOTED_BYTES + 3);
+    }
+}

