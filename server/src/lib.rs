@@ -1,1 +1,142 @@
-//! The robot server.
+//! The robot server: the reference `/robots` API of provider-dummy, kept
+//! wire-compatible, plus what a production internal API needs (listing,
+//! validation, auth, durability, health, metrics, an OpenAPI document).
+//!
+//! The API is small: build a [`Config`], then [`serve`] it; [`router`]
+//! gives the HTTP routes alone, for in-process use (fuzzing).
+
+mod auth;
+mod error;
+mod metrics;
+mod openapi;
+mod routes;
+mod serve;
+mod store;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+pub use auth::{BearerToken, TokenError};
+pub use routes::router;
+pub use serve::serve;
+pub use store::LoadError;
+
+/// Where the reference server listens, and so do we unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9090";
+
+/// The reference server's time limit for one request.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the server runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// When set, `/robots` and `/v1/robots` need `Authorization: Bearer`.
+    pub auth_token: Option<BearerToken>,
+    /// When set, robots survive restarts in this file.
+    pub state_file: Option<PathBuf>,
+    /// The longest a request may take, from its first header byte on.
+    pub request_timeout: Duration,
+}
+
+impl Config {
+    /// The reference server's behaviour: in memory, no auth, 10 s per request.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            auth_token: None,
+            state_file: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    State(#[from] LoadError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the request timeout must be more than zero")]
+    ZeroTimeout,
+}
+
+impl Error {
+    /// The process exit code for this error: 2 for bad configuration (the
+    /// state file is configuration), 1 for anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::State(_) | Error::ZeroTimeout => 2,
+            Error::Bind { .. } => 1,
+        }
+    }
+}
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<AppInner>,
+}
+
+struct AppInner {
+    store: store::Store,
+    metrics: metrics::Metrics,
+    auth_token: Option<BearerToken>,
+    request_timeout: Duration,
+    /// Set once shutdown starts, so `/readyz` can tell load balancers.
+    draining: AtomicBool,
+}
+
+impl App {
+    /// Opens the store (reading the state file, if any) for `config`.
+    pub fn new(config: &Config) -> Result<Self, Error> {
+        if config.request_timeout.is_zero() {
+            return Err(Error::ZeroTimeout);
+        }
+        let store = store::Store::open(config.state_file.as_deref())?;
+        Ok(Self {
+            inner: Arc::new(AppInner {
+                store,
+                metrics: metrics::Metrics::new(),
+                auth_token: config.auth_token.clone(),
+                request_timeout: config.request_timeout,
+                draining: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// An in-memory server without auth, as the reference runs.
+    pub fn in_memory() -> Self {
+        // Cannot fail: no state file to read and a non-zero timeout.
+        let config = Config::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+        match Self::new(&config) {
+            Ok(app) => app,
+            Err(e) => unreachable!("in-memory app failed to build: {e}"),
+        }
+    }
+
+    fn store(&self) -> &store::Store {
+        &self.inner.store
+    }
+
+    fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    fn set_draining(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
+    }
+
+    fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Relaxed)
+    }
+}

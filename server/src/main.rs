@@ -1,1 +1,151 @@
-fn main() {}
+//! `robot-server`: flags and environment to a [`Config`], then serve until
+//! SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use robot_server::telemetry::{self, LogFormat};
+use robot_server::{BearerToken, Config, DEFAULT_LISTEN};
+use tokio::signal::unix::{SignalKind, signal};
+
+const TOKEN_ENV: &str = "ROBOT_SERVER_AUTH_TOKEN";
+
+#[derive(Parser)]
+#[command(
+    name = "robot-server",
+    version,
+    about = "A robot store with provider-dummy's /robots API",
+    after_help = "Environment only:\n  \
+        ROBOT_SERVER_AUTH_TOKEN  the bearer token itself (instead of --auth-token-file)\n  \
+        PORT                     listen on 0.0.0.0:$PORT when --listen is not given (Cloud Run)\n\n\
+        Exit codes: 0 after a graceful shutdown, 2 bad flags or configuration, 1 other failures."
+)]
+struct Args {
+    /// Address to listen on [default: 0.0.0.0:9090, or 0.0.0.0:$PORT]
+    #[arg(long, env = "ROBOT_SERVER_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// File holding the bearer token /robots and /v1/robots require
+    #[arg(long, env = "ROBOT_SERVER_AUTH_TOKEN_FILE", value_name = "PATH")]
+    auth_token_file: Option<PathBuf>,
+
+    /// Keep robots across restarts in this file (default: in memory only)
+    #[arg(long, env = "ROBOT_SERVER_STATE_FILE", value_name = "PATH")]
+    state_file: Option<PathBuf>,
+
+    /// Longest time one request may take, e.g. 10s or 500ms
+    #[arg(
+        long,
+        env = "ROBOT_SERVER_REQUEST_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = humantime::parse_duration
+    )]
+    request_timeout: Duration,
+
+    /// Log line format; auto is JSON unless stdout is a terminal
+    #[arg(
+        long,
+        env = "ROBOT_SERVER_LOG_FORMAT",
+        value_enum,
+        default_value = "auto"
+    )]
+    log_format: LogFormat,
+
+    /// Which logs to write (tracing EnvFilter syntax); per-request lines
+    /// come with `info,robot_server::access=debug`
+    #[arg(
+        long,
+        env = "ROBOT_SERVER_LOG",
+        value_name = "FILTER",
+        default_value = "info"
+    )]
+    log_filter: String,
+}
+
+/// Exit code for flags and configuration that cannot work.
+const BAD_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(e) = telemetry::init(args.log_format, &args.log_filter) {
+        eprintln!("robot-server: {e}");
+        return ExitCode::from(BAD_CONFIG);
+    }
+    let config = match config(&args) {
+        Ok(config) => config,
+        Err(message) => {
+            tracing::error!("{message}");
+            return ExitCode::from(BAD_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = match shutdown_signal() {
+            Ok(shutdown) => shutdown,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM and SIGINT");
+                return ExitCode::FAILURE;
+            }
+        };
+        match robot_server::serve(config, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::from(e.exit_code())
+            }
+        }
+    })
+}
+
+fn config(args: &Args) -> Result<Config, String> {
+    let listen = match (args.listen, std::env::var("PORT")) {
+        (Some(listen), _) => listen,
+        (None, Ok(port)) => {
+            let port: u16 = port
+                .trim()
+                .parse()
+                .map_err(|_| format!("PORT={port:?} is not a port number"))?;
+            SocketAddr::from(([0, 0, 0, 0], port))
+        }
+        (None, Err(_)) => DEFAULT_LISTEN
+            .parse()
+            .map_err(|e| format!("default listen address: {e}"))?,
+    };
+    let token_value = std::env::var(TOKEN_ENV).ok();
+    let auth_token =
+        BearerToken::from_sources(args.auth_token_file.as_deref(), token_value.as_deref())
+            .map_err(|e| e.to_string())?;
+    Ok(Config {
+        listen,
+        auth_token,
+        state_file: args.state_file.clone(),
+        request_timeout: args.request_timeout,
+    })
+}
+
+/// Completes on the first SIGTERM or SIGINT. Registered before serving, so
+/// a signal that arrives early is not lost.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutdown requested");
+    })
+}

@@ -1,0 +1,90 @@
+//! The listener: HTTP/1.1 connections with a header read timeout, and a
+//! graceful shutdown that finishes in-flight requests.
+
+use std::future::Future;
+use std::pin::pin;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use crate::{App, Config, Error, routes};
+
+/// Cloud Run gives a container 10 s after SIGTERM; leave a margin to exit.
+const DRAIN_LIMIT: Duration = Duration::from_secs(9);
+
+/// Serves `config` until `shutdown` completes, then stops accepting,
+/// finishes the requests in flight (for at most 9 s) and returns.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let app = App::new(&config)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let address = listener.local_addr().map_err(|source| Error::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    tracing::info!(
+        %address,
+        state_file = config.state_file.as_ref().map(|p| p.display().to_string()),
+        auth = config.auth_token.is_some(),
+        robots = app.store().len(),
+        "listening"
+    );
+
+    let router = routes::router(app.clone());
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.request_timeout)
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead
+                    // of spinning, and keep serving the open connections.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Answers are small: send them at once rather than wait for more.
+        let _ = stream.set_nodelay(true);
+        let connection = http.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(router.clone()),
+        );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+
+    drop(listener);
+    app.set_draining();
+    tracing::info!(
+        connections = graceful.count(),
+        "shutting down: no new connections; finishing requests in flight"
+    );
+    match tokio::time::timeout(DRAIN_LIMIT, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("shut down"),
+        Err(_) => tracing::warn!(
+            limit_s = DRAIN_LIMIT.as_secs(),
+            "shut down with requests still in flight after the drain limit"
+        ),
+    }
+    Ok(())
+}
