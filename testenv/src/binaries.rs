@@ -149,5 +149,5 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
 }
 
 fn io(path: &Path, e: std::io::Error) -> Error {
-    Error::Io(format!("{}: {e}", path.display()))
+    Error::path(path, e)
 }
