@@ -68,9 +68,15 @@ impl ApiServerConfig {
             .arg(format!("--bind-address={}", self.bind))
             .arg(format!("--advertise-address={}", self.bind))
             .arg(format!("--secure-port={}", self.port))
-            .arg(format!("--cert-dir={}", path(&self.dir.join("apiserver-certs"))))
+            .arg(format!(
+                "--cert-dir={}",
+                path(&self.dir.join("apiserver-certs"))
+            ))
             .arg(format!("--tls-cert-file={}", path(&self.pki.serving_cert)))
-            .arg(format!("--tls-private-key-file={}", path(&self.pki.serving_key)))
+            .arg(format!(
+                "--tls-private-key-file={}",
+                path(&self.pki.serving_key)
+            ))
             .arg(format!("--token-auth-file={}", path(&self.token_file)))
             .arg("--authorization-mode=RBAC")
             .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
@@ -98,7 +104,10 @@ pub(crate) struct ApiServer {
 
 impl ApiServer {
     /// Starts the apiserver and waits until `/readyz` answers 200 to `admin`.
-    pub(crate) async fn start(config: &ApiServerConfig, admin: &kube::Client) -> Result<Self, Error> {
+    pub(crate) async fn start(
+        config: &ApiServerConfig,
+        admin: &kube::Client,
+    ) -> Result<Self, Error> {
         let mut process = ChildProcess::spawn("kube-apiserver", config.command(), &config.log)?;
         let ready = wait_for("kube-apiserver /readyz", READY_TIMEOUT, || {
             let exited = process.exit_status().is_some();
@@ -128,7 +137,10 @@ pub(crate) async fn is_ready(client: &kube::Client) -> bool {
     let Ok(request) = http_request("/readyz") else {
         return false;
     };
-    client.request_text(request).await.is_ok_and(|body| body.trim() == "ok")
+    client
+        .request_text(request)
+        .await
+        .is_ok_and(|body| body.trim() == "ok")
 }
 
 fn http_request(path: &str) -> Result<::http::Request<Vec<u8>>, ::http::Error> {

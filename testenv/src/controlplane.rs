@@ -144,11 +144,7 @@ impl ControlPlane {
                 (None, dir.clone())
             }
             None => {
-                sweep_stale_temp_dirs();
-                let temp = tempfile::Builder::new()
-                    .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
-                    .tempdir()
-                    .map_err(|e| Error::io("creating the control plane's temp dir", e))?;
+                let temp = crate::process::temp_dir("cp")?;
                 let dir = temp.path().to_path_buf();
                 (Some(temp), dir)
             }
@@ -273,7 +269,12 @@ impl ControlPlane {
             Ok(kubectl) => Command::new(kubectl),
             Err(missing) => {
                 let mut sh = Command::new("sh");
-                sh.args(["-c", "echo \"$1\" >&2; exit 127", "sh", &missing.to_string()]);
+                sh.args([
+                    "-c",
+                    "echo \"$1\" >&2; exit 127",
+                    "sh",
+                    &missing.to_string(),
+                ]);
                 return sh;
             }
         };
@@ -354,7 +355,8 @@ impl ControlPlane {
     fn write_kubeconfigs(&self) -> Result<(), Error> {
         write_private(
             &self.admin_kubeconfig,
-            self.kubeconfig_yaml(ADMIN_USER, &self.admin_token).as_bytes(),
+            self.kubeconfig_yaml(ADMIN_USER, &self.admin_token)
+                .as_bytes(),
         )?;
         write_private(
             &self.controller_kubeconfig,
@@ -393,24 +395,4 @@ impl Drop for ControlPlane {
 
 fn rbac_dir() -> PathBuf {
     crate::workspace_root().join("infra").join("rbac")
-}
-
-const TEMP_PREFIX: &str = "robot-byoc-cp-";
-
-/// Removes temp dirs left by test processes that were killed (their
-/// children died with them; nothing else removes the dir).
-fn sweep_stale_temp_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
-            continue;
-        };
-        let owner = rest.split('-').next().and_then(|pid| pid.parse::<u32>().ok());
-        if owner.is_some_and(|pid| !crate::process::is_running(pid)) {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }

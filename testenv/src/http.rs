@@ -58,8 +58,9 @@ mod tests {
 
     #[test]
     fn parses_status_and_body() {
-        let r = parse_response(b"HTTP/1.1 404 Not Found\r\ncontent-length: 15\r\n\r\nRobot not found")
-            .expect("parse");
+        let r =
+            parse_response(b"HTTP/1.1 404 Not Found\r\ncontent-length: 15\r\n\r\nRobot not found")
+                .expect("parse");
         assert_eq!(r.status, 404);
         assert_eq!(r.body, "Robot not found");
     }
@@ -85,7 +86,18 @@ mod tests {
             request
         });
         let r = get(addr, "/healthz", Duration::from_secs(5)).expect("get");
-        assert_eq!(r, Response { status: 200, body: "ok".into() });
-        assert!(server.join().expect("server").starts_with("GET /healthz HTTP/1.0\r\n"));
+        assert_eq!(
+            r,
+            Response {
+                status: 200,
+                body: "ok".into()
+            }
+        );
+        assert!(
+            server
+                .join()
+                .expect("server")
+                .starts_with("GET /healthz HTTP/1.0\r\n")
+        );
     }
 }

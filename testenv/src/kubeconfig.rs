@@ -110,7 +110,12 @@ pub async fn client_from_yaml(yaml: &str, what: &str) -> Result<kube::Client, Er
     })?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .map_err(|e| Error::kube(format!("{what}: loading the kubeconfig"), kube::Error::InferKubeconfig(e)))?;
+        .map_err(|e| {
+            Error::kube(
+                format!("{what}: loading the kubeconfig"),
+                kube::Error::InferKubeconfig(e),
+            )
+        })?;
     kube::Client::try_from(config).map_err(|e| Error::kube(format!("{what}: building a client"), e))
 }
 
@@ -132,7 +137,10 @@ mod tests {
         assert_eq!(cluster.server.as_deref(), Some("https://127.0.0.1:6443"));
         assert_eq!(cluster.certificate_authority_data.as_deref(), Some("UEVN"));
         assert_eq!(parsed.auth_infos[0].name, "robot-controller");
-        assert_eq!(parsed.current_context.as_deref(), Some("robot-controller@testenv"));
+        assert_eq!(
+            parsed.current_context.as_deref(),
+            Some("robot-controller@testenv")
+        );
         assert!(yaml.contains("token: tok"), "{yaml}");
     }
 }

@@ -9,11 +9,11 @@
 //! direction tests. Every process dies with its guard, and with the test
 //! process if that is killed.
 
+mod apiserver;
 pub mod binaries;
 mod controlplane;
-mod etcd;
-mod apiserver;
 mod error;
+mod etcd;
 pub mod http;
 pub mod kubeconfig;
 pub mod manifests;

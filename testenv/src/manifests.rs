@@ -63,8 +63,18 @@ pub fn parse(yaml: &str, source: &str) -> Result<Vec<Document>, Error> {
         if types.api_version.is_empty() || types.kind.is_empty() {
             return Err(bad("empty apiVersion or kind".into()));
         }
+        let parts: Vec<&str> = types.api_version.split('/').collect();
+        if parts.len() > 2 || parts.iter().any(|p| p.is_empty()) {
+            return Err(bad(format!("malformed apiVersion {:?}", types.api_version)));
+        }
         let gvk = GroupVersionKind::try_from(types).map_err(|e| bad(e.to_string()))?;
-        if object.metadata.name.as_deref().unwrap_or_default().is_empty() {
+        if object
+            .metadata
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+        {
             return Err(bad("missing metadata.name".into()));
         }
         docs.push(Document {
@@ -148,7 +158,12 @@ async fn apply_one(client: &kube::Client, doc: &Document) -> Result<(), Error> {
     .map_err(|e| Error::kube(format!("looking up {}", doc.describe()), e))?;
     let api: Api<DynamicObject> = match caps.scope {
         Scope::Namespaced => {
-            let ns = doc.object.metadata.namespace.as_deref().unwrap_or("default");
+            let ns = doc
+                .object
+                .metadata
+                .namespace
+                .as_deref()
+                .unwrap_or("default");
             Api::namespaced_with(client.clone(), ns, &resource)
         }
         Scope::Cluster => Api::all_with(client.clone(), &resource),
@@ -206,13 +221,29 @@ mod tests {
     #[test]
     fn every_malformed_document_is_named_in_the_error() {
         let cases = [
-            ("kind: Namespace\nmetadata:\n  name: a\n", "missing apiVersion or kind"),
+            (
+                "kind: Namespace\nmetadata:\n  name: a\n",
+                "missing apiVersion or kind",
+            ),
             ("apiVersion: v1\nkind: Namespace\n", "missing metadata.name"),
-            ("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ''\n", "missing metadata.name"),
+            (
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ''\n",
+                "missing metadata.name",
+            ),
             ("- just\n- a list\n", "not a mapping"),
             ("apiVersion: v1\nkind: [x\n", "test.yaml #1"),
-            ("apiVersion: a/b/c\nkind: X\nmetadata:\n  name: a\n", "test.yaml #1"),
-            ("apiVersion: v1\nkind: ''\nmetadata:\n  name: a\n", "empty apiVersion or kind"),
+            (
+                "apiVersion: a/b/c\nkind: X\nmetadata:\n  name: a\n",
+                "malformed apiVersion",
+            ),
+            (
+                "apiVersion: /v1\nkind: X\nmetadata:\n  name: a\n",
+                "malformed apiVersion",
+            ),
+            (
+                "apiVersion: v1\nkind: ''\nmetadata:\n  name: a\n",
+                "empty apiVersion or kind",
+            ),
         ];
         for (yaml, expected) in cases {
             let error = parse(yaml, "test.yaml").expect_err(yaml);
@@ -231,7 +262,12 @@ mod tests {
         let names: Vec<String> = yaml_files(dir.path())
             .expect("list")
             .iter()
-            .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned())
+            .map(|p| {
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         assert_eq!(names, ["a.yml", "b.yaml"]);
     }

@@ -168,13 +168,27 @@ impl PrivateNetwork {
             ip(&all)
         };
         ip(&[
-            "link", "add", &host_link, "type", "veth", "peer", "name", &private_link, "netns",
+            "link",
+            "add",
+            &host_link,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &private_link,
+            "netns",
             &name,
         ])?;
         ip(&["addr", "add", &format!("{gateway}/30"), "dev", &host_link])?;
         ip(&["link", "set", &host_link, "up"])?;
         inside(&["link", "set", "lo", "up"])?;
-        inside(&["addr", "add", &format!("{private}/30"), "dev", &private_link])?;
+        inside(&[
+            "addr",
+            "add",
+            &format!("{private}/30"),
+            "dev",
+            &private_link,
+        ])?;
         inside(&["link", "set", &private_link, "up"])?;
         inside(&["route", "add", "default", "via", &gateway.to_string()])?;
         net.nft_script(&firewall(&private_link))?;
@@ -349,7 +363,11 @@ mod tests {
         let (g, p) = subnet(4_194_303, 7);
         assert_eq!(u32::from(p), u32::from(g) + 1);
         assert_eq!(u32::from(g) % 4, 1);
-        for (gw, _) in [subnet(1, 0), subnet(4_194_303, 63), subnet(u32::MAX, u32::MAX)] {
+        for (gw, _) in [
+            subnet(1, 0),
+            subnet(4_194_303, 63),
+            subnet(u32::MAX, u32::MAX),
+        ] {
             let o = gw.octets();
             assert_eq!(o[0], 100);
             assert!((64..128).contains(&o[1]), "{gw}");

@@ -48,7 +48,8 @@ impl Pki {
         params
             .distinguished_name
             .push(DnType::CommonName, "kube-apiserver");
-        let mut addresses: Vec<IpAddr> = vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()];
+        let mut addresses: Vec<IpAddr> =
+            vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()];
         addresses.extend(extra_address);
         for ip in addresses {
             params.subject_alt_names.push(SanType::IpAddress(ip));

@@ -262,6 +262,39 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     }
 }
 
+const TEMP_PREFIX: &str = "robot-byoc-testenv-";
+
+/// A temp dir named for this process (`robot-byoc-testenv-<kind>-<pid>-…`), removed
+/// when dropped. Dirs of earlier test processes that were killed (their
+/// children died with them, nothing removed their dirs) are removed first.
+pub fn temp_dir(kind: &str) -> Result<tempfile::TempDir, Error> {
+    sweep_stale_temp_dirs();
+    tempfile::Builder::new()
+        .prefix(&format!("{TEMP_PREFIX}{kind}-{}-", std::process::id()))
+        .tempdir()
+        .map_err(|e| Error::io(format!("creating a temp dir for {kind}"), e))
+}
+
+fn sweep_stale_temp_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+            continue;
+        };
+        // <kind>-<pid>-<random>
+        let owner = rest
+            .split('-')
+            .nth(1)
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if owner.is_some_and(|pid| !is_running(pid)) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A loopback port free right now. Another process may take it before the
 /// child binds it; starts detect that and retry with new ports.
 pub fn free_port(ip: std::net::IpAddr) -> Result<u16, Error> {
@@ -354,7 +387,11 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         // The same thread exit left the spawner's child alone.
-        assert_eq!(guarded.exit_status(), None, "the child died with its thread");
+        assert_eq!(
+            guarded.exit_status(),
+            None,
+            "the child died with its thread"
+        );
     }
 
     fn sleep_command() -> Command {

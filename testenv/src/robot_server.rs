@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::netns::NetnsHandle;
+use crate::netns::{NetnsHandle, PrivateNetwork};
 use crate::process::{ChildProcess, free_port};
 use crate::{Error, binary_path, http, wait_for};
 
@@ -63,6 +63,17 @@ impl RobotServer {
         .await
     }
 
+    /// Starts it inside `net`, on its private address, port 9090: reachable
+    /// from inside the namespace only.
+    pub async fn start_in(net: &PrivateNetwork, args: &[&str]) -> Result<RobotServer, Error> {
+        Self::start_with(RobotServerOptions {
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            netns: Some((net.handle(), net.private_address())),
+            ..RobotServerOptions::default()
+        })
+        .await
+    }
+
     pub async fn start_with(opts: RobotServerOptions) -> Result<RobotServer, Error> {
         let binary = tokio::task::spawn_blocking(|| binary_path("robot-server"))
             .await
@@ -76,10 +87,7 @@ impl RobotServer {
                 (None, dir)
             }
             None => {
-                let temp = tempfile::Builder::new()
-                    .prefix("robot-byoc-server-")
-                    .tempdir()
-                    .map_err(|e| Error::io("creating the robot server's temp dir", e))?;
+                let temp = crate::process::temp_dir("server")?;
                 let dir = temp.path().to_path_buf();
                 (Some(temp), dir)
             }

@@ -45,13 +45,12 @@ pub(crate) struct TokenUser<'a> {
 pub(crate) fn write_token_file(path: &Path, users: &[TokenUser<'_>]) -> Result<(), Error> {
     let mut csv = String::new();
     for u in users {
-        csv.push_str(&format!(
-            "{},{},{},\"{}\"\n",
-            u.token.expose(),
-            u.user,
-            u.user,
-            u.groups.join(",")
-        ));
+        csv.push_str(&format!("{},{},{}", u.token.expose(), u.user, u.user));
+        // An empty quoted field would be read as one group named "".
+        if !u.groups.is_empty() {
+            csv.push_str(&format!(",\"{}\"", u.groups.join(",")));
+        }
+        csv.push('\n');
     }
     crate::workspace::write_private(path, csv.as_bytes())
 }
@@ -76,15 +75,26 @@ mod tests {
         let t = Token::generate().expect("token");
         write_token_file(
             &path,
-            &[TokenUser {
-                token: &t,
-                user: "admin",
-                groups: &["system:masters"],
-            }],
+            &[
+                TokenUser {
+                    token: &t,
+                    user: "admin",
+                    groups: &["system:masters", "other"],
+                },
+                TokenUser {
+                    token: &t,
+                    user: "plain",
+                    groups: &[],
+                },
+            ],
         )
         .expect("write");
         let text = std::fs::read_to_string(&path).expect("read");
-        assert_eq!(text, format!("{},admin,admin,\"system:masters\"\n", t.expose()));
+        let token = t.expose();
+        assert_eq!(
+            text,
+            format!("{token},admin,admin,\"system:masters,other\"\n{token},plain,plain\n")
+        );
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
