@@ -42,7 +42,7 @@ pub enum CrdSet {
 impl CrdSet {
     /// The directory the set is read from.
     pub fn dir(self) -> Option<PathBuf> {
-        let reference = crate::shared_dir().join("anchors").join("provider-dummy");
+        let reference = crate::provider_dummy_dir();
         match self {
             CrdSet::Ours => Some(crate::workspace_root().join("infra").join("crds")),
             CrdSet::Crossplane => Some(reference.join("crds-crossplane.io")),
@@ -60,23 +60,30 @@ impl CrdSet {
         };
         let hint = match self {
             CrdSet::Ours => "our CRDs are generated from the Rust types into infra/crds/",
-            _ => "the reference CRDs are looked up in <workspace>/../shared, or $ROBOT_BYOC_SHARED",
+            _ => {
+                "the reference CRDs are looked up in $ROBOT_BYOC_SHARED or \
+                 <workspace>/../shared (anchors/provider-dummy), else <workspace>/testdata"
+            }
         };
-        if !dir.is_dir() {
-            return Err(Error::Crds(format!(
-                "{self:?}: {} does not exist ({hint})",
-                dir.display()
-            )));
-        }
-        let files = manifests::yaml_files(&dir)?;
-        if files.is_empty() {
-            return Err(Error::Crds(format!(
-                "{self:?}: {} holds no *.yaml ({hint})",
-                dir.display()
-            )));
-        }
-        Ok(files)
+        files_in(&format!("{self:?}"), &dir, hint)
     }
+}
+
+fn files_in(set: &str, dir: &Path, hint: &str) -> Result<Vec<PathBuf>, Error> {
+    if !dir.is_dir() {
+        return Err(Error::Crds(format!(
+            "{set}: {} does not exist ({hint})",
+            dir.display()
+        )));
+    }
+    let files = manifests::yaml_files(dir)?;
+    if files.is_empty() {
+        return Err(Error::Crds(format!(
+            "{set}: {} holds no *.yaml ({hint})",
+            dir.display()
+        )));
+    }
+    Ok(files)
 }
 
 /// How to start a control plane.
@@ -395,4 +402,36 @@ impl Drop for ControlPlane {
 
 fn rbac_dir() -> PathBuf {
     crate::workspace_root().join("infra").join("rbac")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_or_empty_crd_dir_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing =
+            files_in("Ours", &dir.path().join("crds"), "generate them").expect_err("missing dir");
+        assert!(
+            missing
+                .to_string()
+                .contains("does not exist (generate them)"),
+            "{missing}"
+        );
+        std::fs::write(dir.path().join("README.md"), "not a CRD").expect("write");
+        let empty = files_in("Ours", dir.path(), "generate them").expect_err("no yaml");
+        assert!(empty.to_string().contains("holds no *.yaml"), "{empty}");
+        std::fs::write(dir.path().join("a.yaml"), "").expect("write");
+        assert_eq!(files_in("Ours", dir.path(), "").expect("files").len(), 1);
+    }
+
+    #[test]
+    fn both_reference_sets_are_found() {
+        for set in [CrdSet::Crossplane, CrdSet::Upbound] {
+            let files = set.files().expect("reference CRDs");
+            assert_eq!(files.len(), 4, "{set:?}: {files:?}");
+        }
+        assert!(CrdSet::None.files().expect("none").is_empty());
+    }
 }

@@ -29,7 +29,7 @@ pub use controlplane::{ControlPlane, CrdSet, Options};
 pub use error::Error;
 pub use robot_server::{RobotServer, RobotServerOptions};
 pub use wait::wait_for;
-pub use workspace::{binary_path, kubectl_path, shared_dir, workspace_root};
+pub use workspace::{binary_path, kubectl_path, provider_dummy_dir, shared_dir, workspace_root};
 
 /// Makes aws-lc-rs the process-wide rustls provider, as every binary of the
 /// workspace does; a provider installed earlier is kept.

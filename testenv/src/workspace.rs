@@ -23,6 +23,17 @@ pub fn shared_dir() -> PathBuf {
     }
 }
 
+/// The provider-dummy reference material (CRDs of both API groups):
+/// `<shared>/anchors/provider-dummy` when the shared dir has it, else the
+/// copy vendored in `<workspace>/testdata/provider-dummy` (a fresh clone).
+pub fn provider_dummy_dir() -> PathBuf {
+    let shared = shared_dir().join("anchors").join("provider-dummy");
+    if shared.is_dir() || std::env::var_os("ROBOT_BYOC_SHARED").is_some() {
+        return shared;
+    }
+    workspace_root().join("testdata").join("provider-dummy")
+}
+
 /// The profile directory the running executable was built into
 /// (`target/debug` for `target/debug/deps/testenv-…` or `target/debug/xtask`).
 fn profile_dir() -> Option<PathBuf> {
@@ -124,11 +135,12 @@ mod tests {
     fn finds_the_workspace_and_the_shared_reference_data() {
         assert!(workspace_root().join("Cargo.toml").is_file());
         assert!(workspace_root().join("testenv").is_dir());
-        if std::env::var_os("ROBOT_BYOC_SHARED").is_none() {
+        let reference = provider_dummy_dir();
+        for set in ["crds-crossplane.io", "crds-upbound.io"] {
             assert!(
-                shared_dir().join("anchors/provider-dummy").is_dir(),
-                "{} has no anchors/provider-dummy",
-                shared_dir().display()
+                reference.join(set).is_dir(),
+                "{} has no {set}",
+                reference.display()
             );
         }
     }
