@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use percent_encoding::percent_decode_str;
 use robot_api::Robot;
 use robot_api::wire::{MAX_BODY_BYTES, validate_name};
@@ -290,8 +290,13 @@ fn form_decode(text: &str) -> Result<String, Utf8Error> {
     Ok(percent_decode_str(&text).decode_utf8()?.into_owned())
 }
 
-/// The whole body, refused with 413 past the limit without reading on.
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+/// Past the body limit, up to this much more is read and dropped before
+/// answering 413: a client still sending would otherwise see the
+/// connection reset instead of the answer. Larger bodies are cut off.
+const DRAIN_BYTES: usize = 1024 * 1024;
+
+/// The whole body, or 413 past the limit.
+async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -301,23 +306,46 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES + DRAIN_BYTES) {
         return Err(too_large());
     }
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "cannot read the request body: {e}"
-        ))),
+    let mut kept: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        total = total.saturating_add(data.len());
+        if total <= MAX_BODY_BYTES {
+            kept.push(data);
+        } else if total > MAX_BODY_BYTES + DRAIN_BYTES {
+            break;
+        }
     }
+    if total > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    Ok(match kept.len() {
+        0 => Bytes::new(),
+        1 => kept.swap_remove(0),
+        _ => Bytes::from(kept.concat()),
+    })
 }
 
 /// A robot from a request body, within the limits.
 pub(crate) fn parse_robot(body: &[u8]) -> Result<Robot, ApiError> {
-    let robot: Robot = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not a robot as JSON: {e}")))?;
+    let not_a_robot = |reason: &dyn std::fmt::Display| {
+        ApiError::bad_request(format!("the body is not a robot as JSON: {reason}"))
+    };
+    // serde's derive also reads a struct from an array (`["n", "c"]`);
+    // the reference (Go) refuses that, and so do we.
+    if body.trim_ascii_start().starts_with(b"[") {
+        return Err(not_a_robot(&"expected an object, found an array"));
+    }
+    let robot: Robot = serde_json::from_slice(body).map_err(|e| not_a_robot(&e))?;
     robot
         .validate()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -366,6 +394,7 @@ mod tests {
             (&b""[..], "EOF"),
             (b"{", "EOF"),
             (b"null", "invalid type"),
+            (br#" ["a","b"]"#, "found an array"),
             (br#"{"name":1}"#, "invalid type"),
             (br#"{"color":"x"}"#, "empty"),
             (br#"{"name":"a"} x"#, "trailing"),

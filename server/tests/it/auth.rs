@@ -1,0 +1,148 @@
+//! Bearer-token auth: the robot endpoints need the token, health and
+//! metrics stay open, and the token never shows in logs or answers.
+
+use robot_api::{Error, Robot};
+
+use crate::harness::{Raw, Server, launch};
+
+const TOKEN: &str = "s3cr3t-T0ken_for.tests";
+
+fn with_env_token() -> Server {
+    launch()
+        .env("ROBOT_SERVER_AUTH_TOKEN", TOKEN)
+        .args(["--log-filter", "debug"])
+        .start()
+}
+
+async fn assert_guarded(server: &Server) {
+    let anonymous = Raw::new(server);
+    let wrong = Raw::new(server).with_token("s3cr3t-T0ken_for.test");
+    let right = Raw::new(server).with_token(TOKEN);
+    let body = r#"{"name":"r","color":"c"}"#;
+    for raw in [&anonymous, &wrong] {
+        for (method, path, body) in [
+            ("POST", "/robots", Some(body)),
+            ("GET", "/robots?name=r", None),
+            ("PUT", "/robots?name=r", Some(body)),
+            ("DELETE", "/robots?name=r", None),
+            ("PATCH", "/robots", None),
+            ("GET", "/v1/robots", None),
+        ] {
+            let answer = raw.call(method, path, body).await;
+            assert_eq!(answer.status, 401, "{method} {path}");
+            assert_eq!(answer.error(), "Missing or invalid bearer token");
+            let challenge = answer.headers.get("www-authenticate").unwrap();
+            assert!(challenge.to_str().unwrap().starts_with("Bearer"));
+            assert!(!answer.body.contains(TOKEN));
+        }
+    }
+    // Nothing got in.
+    assert_eq!(right.get("/robots?name=r").await.status, 404);
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        assert_eq!(anonymous.get(path).await.status, 200, "{path}");
+    }
+    assert_eq!(right.call("POST", "/robots", Some(body)).await.status, 201);
+    assert_eq!(right.get("/robots?name=r").await.status, 200);
+    assert_eq!(right.get("/v1/robots").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_token_from_the_environment_guards_the_robots() {
+    let server = with_env_token();
+    assert_guarded(&server).await;
+    assert!(
+        !server.logs().contains(TOKEN),
+        "the token leaked into the logs"
+    );
+}
+
+#[tokio::test]
+async fn a_token_from_a_file_guards_the_robots() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    // As a Kubernetes Secret or `echo` writes it: with a final newline.
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    let server = launch()
+        .arg("--auth-token-file")
+        .arg(&file)
+        .args(["--log-filter", "debug"])
+        .start();
+    assert_guarded(&server).await;
+    assert!(!server.logs().contains(TOKEN));
+}
+
+#[tokio::test]
+async fn the_client_sends_the_token_and_reports_refusals() {
+    let server = with_env_token();
+    let client = server.client_with_token(TOKEN);
+    client.create(&Robot::new("r", "c")).await.unwrap();
+    assert_eq!(client.get("r").await.unwrap(), Some(Robot::new("r", "c")));
+    let err = server.client().get("r").await.unwrap_err();
+    assert!(
+        matches!(err, Error::Unauthorized { status: 401, .. }),
+        "{err}"
+    );
+    let err = server
+        .client_with_token("wrong")
+        .create(&Robot::new("x", "c"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err}");
+    assert!(!err.to_string().contains("wrong"));
+}
+
+#[tokio::test]
+async fn the_openapi_document_says_when_auth_is_required() {
+    let guarded = with_env_token();
+    let doc: serde_json::Value =
+        serde_json::from_str(&Raw::new(&guarded).get("/openapi.json").await.body).unwrap();
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearerAuth"]["scheme"],
+        "bearer"
+    );
+    assert!(doc["paths"]["/robots"]["get"]["responses"]["401"].is_object());
+
+    let open = crate::harness::start();
+    let doc: serde_json::Value =
+        serde_json::from_str(&Raw::new(&open).get("/openapi.json").await.body).unwrap();
+    assert!(doc["components"]["securitySchemes"].is_null());
+}
+
+#[test]
+fn unusable_tokens_stop_the_server_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let spaced = dir.path().join("spaced");
+    std::fs::write(&spaced, "two words\n").unwrap();
+    let missing = dir.path().join("missing");
+    let both = dir.path().join("both");
+    std::fs::write(&both, TOKEN).unwrap();
+    let cases = [
+        (launch().arg("--auth-token-file").arg(&empty), "empty"),
+        (launch().arg("--auth-token-file").arg(&spaced), "whitespace"),
+        (
+            launch().arg("--auth-token-file").arg(&missing),
+            "cannot read",
+        ),
+        (
+            launch()
+                .arg("--auth-token-file")
+                .arg(&both)
+                .env("ROBOT_SERVER_AUTH_TOKEN", TOKEN),
+            "both",
+        ),
+        (launch().env("ROBOT_SERVER_AUTH_TOKEN", ""), "empty"),
+    ];
+    for (launch, needle) in cases {
+        let exited = launch.run_to_exit();
+        assert_eq!(exited.code, Some(2), "{needle}: {}", exited.output);
+        assert!(
+            exited.output.contains(needle),
+            "{needle}: {}",
+            exited.output
+        );
+        assert!(!exited.output.contains(TOKEN), "{}", exited.output);
+        assert!(!exited.output.contains("two words"), "{}", exited.output);
+    }
+}
