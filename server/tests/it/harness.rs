@@ -94,12 +94,16 @@ impl Launch {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(address) = listening_address(&line) {
+                let address = listening_address(&line);
+                {
+                    let mut logs = out_logs.lock().unwrap();
+                    logs.push_str(&line);
+                    logs.push('\n');
+                }
+                // After the line is kept, so a test can read it at once.
+                if let Some(address) = address {
                     let _ = address_tx.send(address);
                 }
-                let mut logs = out_logs.lock().unwrap();
-                logs.push_str(&line);
-                logs.push('\n');
             }
         });
         let err_logs = Arc::clone(&logs);
