@@ -1,1 +1,52 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use robot_controller::cli::{Cli, Command};
+use robot_controller::{crd, runtime, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // One TLS provider for the whole process: kube, reqwest and the cloud
+    // SDKs would otherwise disagree and rustls would panic at first use.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    let args = match &cli.command {
+        Some(Command::Crds(c)) => return print_crds(c),
+        Some(Command::Run(a) | Command::Once(a) | Command::Lambda(a)) => a.clone(),
+        None => cli.run.clone(),
+    };
+    if let Err(e) = telemetry::init_logging(args.log_format, &args.log_filter) {
+        eprintln!("robot-controller: {e}");
+        return ExitCode::from(runtime::EXIT_CONFIG);
+    }
+    match cli.command {
+        Some(Command::Once(_)) => runtime::once(args).await,
+        Some(Command::Lambda(_)) => runtime::lambda(args).await,
+        _ => runtime::run(args).await,
+    }
+}
+
+fn print_crds(args: &robot_controller::cli::CrdsArgs) -> ExitCode {
+    for c in crd::crds(args.generation) {
+        let yaml = match crd::to_yaml(&c) {
+            Ok(y) => y,
+            Err(e) => {
+                eprintln!("robot-controller: cannot render CRD: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match &args.out_dir {
+            Some(dir) => {
+                let path = dir.join(crd::file_name(&c));
+                if let Err(e) =
+                    std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&path, yaml))
+                {
+                    eprintln!("robot-controller: cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            None => print!("{yaml}"),
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,43 @@
+//! A secret in an environment variable, as ECS (`secrets` in a task
+//! definition) and Cloud Run (`--set-secrets`) inject them. It cannot
+//! change while the process runs; rotation there means a new task.
+
+use super::{FetchFuture, Fetched, SecretBytes, SecretSource, SourceError};
+
+#[derive(Debug)]
+pub struct EnvSource {
+    uri: String,
+    var: String,
+}
+
+impl EnvSource {
+    pub fn new(var: &str) -> Self {
+        Self {
+            uri: format!("env:{var}"),
+            var: var.to_owned(),
+        }
+    }
+}
+
+impl SecretSource for EnvSource {
+    fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    fn fetch(&self) -> FetchFuture<'_> {
+        Box::pin(async move {
+            match std::env::var_os(&self.var) {
+                None => Err(SourceError::NotFound {
+                    source_uri: self.uri.clone(),
+                }),
+                Some(v) if v.is_empty() => Err(SourceError::Empty {
+                    source_uri: self.uri.clone(),
+                }),
+                Some(v) => Ok(Fetched {
+                    bytes: SecretBytes::new(v.into_encoded_bytes()),
+                    version: None,
+                }),
+            }
+        })
+    }
+}

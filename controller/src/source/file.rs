@@ -1,0 +1,84 @@
+//! A secret in a file: a mounted Kubernetes Secret or Cloud Run secret
+//! volume, which the platform rewrites in place when the secret rotates.
+
+use std::path::PathBuf;
+
+use super::{FetchFuture, Fetched, SecretBytes, SecretSource, SourceError};
+
+#[derive(Debug)]
+pub struct FileSource {
+    uri: String,
+    path: PathBuf,
+}
+
+impl FileSource {
+    pub fn new(path: &str) -> Self {
+        Self {
+            uri: if path.starts_with('/') || path.starts_with('.') {
+                path.to_owned()
+            } else {
+                format!("file://{path}")
+            },
+            path: PathBuf::from(path),
+        }
+    }
+}
+
+impl SecretSource for FileSource {
+    fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    fn fetch(&self) -> FetchFuture<'_> {
+        Box::pin(async move {
+            let uri = || self.uri.clone();
+            let bytes = tokio::fs::read(&self.path)
+                .await
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => SourceError::NotFound { source_uri: uri() },
+                    std::io::ErrorKind::PermissionDenied => SourceError::PermissionDenied {
+                        source_uri: uri(),
+                        detail: "the file is not readable by this process".into(),
+                    },
+                    _ => SourceError::Unavailable {
+                        source_uri: uri(),
+                        detail: e.kind().to_string(),
+                    },
+                })?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Err(SourceError::Empty { source_uri: uri() });
+            }
+            let version = tokio::fs::metadata(&self.path)
+                .await
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .map(|t| format!("{t:?}"));
+            Ok(Fetched {
+                bytes: SecretBytes::new(bytes),
+                version,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_files_and_names_them_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kc");
+        std::fs::write(&path, "secret-content").unwrap();
+        let src = FileSource::new(path.to_str().unwrap());
+        assert_eq!(src.fetch().await.unwrap().bytes.expose(), b"secret-content");
+
+        std::fs::write(&path, "  \n").unwrap();
+        let e = src.fetch().await.unwrap_err();
+        assert!(matches!(e, SourceError::Empty { .. }), "{e}");
+
+        let missing = FileSource::new("/nonexistent/kc");
+        let e = missing.fetch().await.unwrap_err().to_string();
+        assert_eq!(e, "/nonexistent/kc: the secret does not exist");
+    }
+}
