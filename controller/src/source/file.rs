@@ -12,13 +12,10 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    pub fn new(path: &str) -> Self {
+    /// `uri` is how the user wrote it (a path or `file://` URI), for messages.
+    pub fn new(uri: &str, path: &str) -> Self {
         Self {
-            uri: if path.starts_with('/') || path.starts_with('.') {
-                path.to_owned()
-            } else {
-                format!("file://{path}")
-            },
+            uri: uri.to_owned(),
             path: PathBuf::from(path),
         }
     }
@@ -70,14 +67,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kc");
         std::fs::write(&path, "secret-content").unwrap();
-        let src = FileSource::new(path.to_str().unwrap());
+        let p = path.to_str().unwrap();
+        let src = FileSource::new(p, p);
         assert_eq!(src.fetch().await.unwrap().bytes.expose(), b"secret-content");
 
         std::fs::write(&path, "  \n").unwrap();
         let e = src.fetch().await.unwrap_err();
         assert!(matches!(e, SourceError::Empty { .. }), "{e}");
 
-        let missing = FileSource::new("/nonexistent/kc");
+        let missing = FileSource::new("/nonexistent/kc", "/nonexistent/kc");
         let e = missing.fetch().await.unwrap_err().to_string();
         assert_eq!(e, "/nonexistent/kc: the secret does not exist");
     }

@@ -103,7 +103,7 @@ pub fn parse(uri: &str) -> Result<Box<dyn SecretSource>, SourceError> {
                 "file:// needs a path, as in file:///var/run/secrets/kubeconfig",
             ));
         }
-        return Ok(Box::new(FileSource::new(path)));
+        return Ok(Box::new(FileSource::new(uri, path)));
     }
     if let Some((scheme, _)) = uri.split_once("://") {
         return Err(bad(&format!(
@@ -113,7 +113,7 @@ pub fn parse(uri: &str) -> Result<Box<dyn SecretSource>, SourceError> {
     if uri.trim().is_empty() {
         return Err(bad("empty"));
     }
-    Ok(Box::new(FileSource::new(uri)))
+    Ok(Box::new(FileSource::new(uri, uri)))
 }
 
 #[cfg(test)]
