@@ -40,6 +40,14 @@ pub const STEPS: &[Step] = &[
         name: "test",
         run: test,
     },
+    Step {
+        name: "terraform",
+        run: crate::checks::terraform::step,
+    },
+    Step {
+        name: "checkov",
+        run: crate::checks::checkov::step,
+    },
 ];
 
 pub fn run(only: &[String]) -> Result<()> {

@@ -1,5 +1,6 @@
 //! Dev tasks for the workspace, run as `cargo xtask <task>`.
 
+mod checks;
 mod ci;
 #[allow(dead_code)] // until every installer has its step
 mod tools;

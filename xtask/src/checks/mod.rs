@@ -1,0 +1,2 @@
+pub mod checkov;
+pub mod terraform;
