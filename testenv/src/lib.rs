@@ -12,6 +12,7 @@
 mod apiserver;
 pub mod binaries;
 mod controlplane;
+pub mod devstack;
 mod error;
 mod etcd;
 pub mod http;
@@ -25,11 +26,13 @@ mod tokens;
 mod wait;
 mod workspace;
 
-pub use controlplane::{ControlPlane, CrdSet, Options};
+pub use controlplane::{ADMIN_USER, CONTROLLER_USER, ControlPlane, CrdSet, Options};
 pub use error::Error;
 pub use robot_server::{RobotServer, RobotServerOptions};
 pub use wait::wait_for;
-pub use workspace::{binary_path, kubectl_path, provider_dummy_dir, shared_dir, workspace_root};
+pub use workspace::{
+    binary_path, build_binary, kubectl_path, provider_dummy_dir, shared_dir, workspace_root,
+};
 
 /// Makes aws-lc-rs the process-wide rustls provider, as every binary of the
 /// workspace does; a provider installed earlier is kept.

@@ -36,7 +36,7 @@ pub fn provider_dummy_dir() -> PathBuf {
 
 /// The profile directory the running executable was built into
 /// (`target/debug` for `target/debug/deps/testenv-…` or `target/debug/xtask`).
-fn profile_dir() -> Option<PathBuf> {
+fn current_profile_dir() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
     let name = dir.file_name()?.to_str()?;
@@ -49,27 +49,24 @@ fn profile_dir() -> Option<PathBuf> {
 /// `target/<profile>/<name>`, next to the running executable, building the
 /// package of the same name with cargo when the binary is missing.
 pub fn binary_path(name: &str) -> Result<PathBuf, Error> {
-    let profile_dir = profile_dir()
-        .or_else(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| workspace_root().join("target"));
-            Some(target.join("debug"))
-        })
-        .ok_or_else(|| Error::Build {
-            package: name.to_owned(),
-            detail: "cannot tell where the target directory is".into(),
-        })?;
-    let path = profile_dir.join(name);
+    let path = profile_dir(name)?.join(name);
     if path.is_file() {
         return Ok(path);
     }
+    eprintln!("testenv: {} is missing; building it", path.display());
+    build_binary(name)
+}
+
+/// Builds the binary `name` of the package `name` with cargo (a no-op when
+/// it is up to date) into the running executable's target directory.
+pub fn build_binary(name: &str) -> Result<PathBuf, Error> {
+    let profile_dir = profile_dir(name)?;
+    let path = profile_dir.join(name);
     let target_dir = profile_dir.parent().ok_or_else(|| Error::Build {
         package: name.to_owned(),
         detail: format!("{} has no parent", profile_dir.display()),
     })?;
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    eprintln!("testenv: {} is missing; building it", path.display());
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cargo
         .current_dir(workspace_root())
@@ -89,6 +86,20 @@ pub fn binary_path(name: &str) -> Result<PathBuf, Error> {
         });
     }
     Ok(path)
+}
+
+fn profile_dir(name: &str) -> Result<PathBuf, Error> {
+    current_profile_dir()
+        .or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace_root().join("target"));
+            Some(target.join("debug"))
+        })
+        .ok_or_else(|| Error::Build {
+            package: name.to_owned(),
+            detail: "cannot tell where the target directory is".into(),
+        })
 }
 
 /// `kubectl` on `PATH`, or an error saying how to get it.

@@ -2,6 +2,7 @@
 
 mod checks;
 mod ci;
+mod dev;
 #[allow(dead_code)] // until every installer has its step
 mod tools;
 
@@ -26,6 +27,16 @@ enum Task {
     },
     /// Install the tools the checks need, without running them.
     Tools,
+    /// Start a control plane, robot server and controller in the
+    /// background; writes target/dev/kubeconfig and target/dev/env.
+    Up(dev::UpArgs),
+    /// Stop what `up` started and clean up (logs stay in target/dev/logs).
+    Down,
+    /// `up`, then the guide's workflow with kubectl, then `down`.
+    Demo(dev::DemoArgs),
+    /// The background process of `up` (internal).
+    #[command(hide = true)]
+    DevSupervisor(dev::SupervisorArgs),
 }
 
 fn main() -> Result<()> {
@@ -33,6 +44,10 @@ fn main() -> Result<()> {
     std::env::set_current_dir(&root)?;
     match Cli::parse().task {
         Task::Ci { only } => ci::run(&only),
+        Task::Up(args) => dev::up(&args).map(drop),
+        Task::Down => dev::down(),
+        Task::Demo(args) => dev::demo(&args),
+        Task::DevSupervisor(args) => dev::supervise(&args),
         Task::Tools => {
             for t in [
                 tools::python::SCHEMATHESIS,
@@ -44,6 +59,8 @@ fn main() -> Result<()> {
             ] {
                 println!("{}: {}", t.name, t.ensure()?.display());
             }
+            // testenv's private networks: namespaces, veth, firewall.
+            tools::apt(dev::NETNS_PACKAGES)?;
             let bins = testenv::binaries::ensure()?;
             println!("control plane: {}", bins.dir.display());
             Ok(())
