@@ -28,9 +28,12 @@ const PORT_ATTEMPTS: usize = 3;
 /// Which CRDs the control plane gets at start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CrdSet {
-    /// Ours, from `infra/crds/*.yaml`.
+    /// Ours, from `infra/crds/*.yaml` (the `*.dummy.crossplane.io` groups).
     #[default]
     Ours,
+    /// Ours for the `*.dummy.upbound.io` groups, from
+    /// `infra/crds/upbound.io/*.yaml`.
+    OursUpbound,
     /// The reference set of the `*.dummy.crossplane.io` groups.
     Crossplane,
     /// The reference set of the `*.dummy.upbound.io` groups.
@@ -45,6 +48,12 @@ impl CrdSet {
         let reference = crate::provider_dummy_dir();
         match self {
             CrdSet::Ours => Some(crate::workspace_root().join("infra").join("crds")),
+            CrdSet::OursUpbound => Some(
+                crate::workspace_root()
+                    .join("infra")
+                    .join("crds")
+                    .join("upbound.io"),
+            ),
             CrdSet::Crossplane => Some(reference.join("crds-crossplane.io")),
             CrdSet::Upbound => Some(reference.join("crds-upbound.io")),
             CrdSet::None => None,
@@ -59,7 +68,9 @@ impl CrdSet {
             return Ok(Vec::new());
         };
         let hint = match self {
-            CrdSet::Ours => "our CRDs are generated from the Rust types into infra/crds/",
+            CrdSet::Ours | CrdSet::OursUpbound => {
+                "our CRDs are generated from the Rust types into infra/crds/"
+            }
             _ => {
                 "the reference CRDs are looked up in $ROBOT_BYOC_SHARED or \
                  <workspace>/../shared (anchors/provider-dummy), else <workspace>/testdata"

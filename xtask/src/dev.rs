@@ -21,8 +21,10 @@ pub const NETNS_PACKAGES: &[(&str, &str)] = &[("ip", "iproute2"), ("nft", "nftab
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Crds {
-    /// Ours, from infra/crds/
+    /// Ours, from infra/crds/ (the dummy.crossplane.io groups)
     Ours,
+    /// Ours for the dummy.upbound.io groups, from infra/crds/upbound.io/
+    OursUpbound,
     /// The reference set of the dummy.crossplane.io groups
     Crossplane,
     /// The reference set of the dummy.upbound.io groups
@@ -33,6 +35,7 @@ impl From<Crds> for CrdSet {
     fn from(c: Crds) -> Self {
         match c {
             Crds::Ours => CrdSet::Ours,
+            Crds::OursUpbound => CrdSet::OursUpbound,
             Crds::Crossplane => CrdSet::Crossplane,
             Crds::Upbound => CrdSet::Upbound,
         }
@@ -135,6 +138,7 @@ pub fn up(args: &UpArgs) -> Result<State> {
 fn clap_name(crds: Crds) -> &'static str {
     match crds {
         Crds::Ours => "ours",
+        Crds::OursUpbound => "ours-upbound",
         Crds::Crossplane => "crossplane",
         Crds::Upbound => "upbound",
     }

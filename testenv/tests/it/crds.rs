@@ -85,24 +85,27 @@ async fn the_upbound_reference_crds_are_served() {
     served(CrdSet::Upbound, &["dummy.upbound.io"]).await;
 }
 
-#[tokio::test]
-async fn our_crds_are_served_for_both_groups() {
-    if let Err(missing) = CrdSet::Ours.files() {
-        // Until the generated CRDs land in infra/crds, say so loudly: this
-        // is the error every user of CrdSet::Ours gets.
-        let text = missing.to_string();
-        assert!(text.contains("infra/crds"), "{text}");
-        panic!("our CRDs are missing: {text}");
-    }
-    let files = CrdSet::Ours.files().expect("checked above");
+/// The groups of the Robot CRDs in a set of ours.
+fn robot_groups(set: CrdSet) -> Vec<String> {
+    let files = set
+        .files()
+        .unwrap_or_else(|missing| panic!("our CRDs are missing: {missing}"));
     let docs = testenv::manifests::read_files(&files).expect("our CRDs parse");
-    let robot_groups: Vec<String> = docs
-        .iter()
+    docs.iter()
         .filter(|d| d.object.data["spec"]["names"]["kind"] == "Robot")
         .filter_map(|d| d.object.data["spec"]["group"].as_str())
         .filter_map(|g| g.strip_prefix("iam.").map(str::to_owned))
-        .collect();
-    assert!(!robot_groups.is_empty(), "infra/crds has no Robot CRD");
-    let groups: Vec<&str> = robot_groups.iter().map(String::as_str).collect();
-    served(CrdSet::Ours, &groups).await;
+        .collect()
+}
+
+#[tokio::test]
+async fn our_crds_are_served_in_the_crossplane_groups() {
+    assert_eq!(robot_groups(CrdSet::Ours), ["dummy.crossplane.io"]);
+    served(CrdSet::Ours, &["dummy.crossplane.io"]).await;
+}
+
+#[tokio::test]
+async fn our_crds_are_served_in_the_upbound_groups() {
+    assert_eq!(robot_groups(CrdSet::OursUpbound), ["dummy.upbound.io"]);
+    served(CrdSet::OursUpbound, &["dummy.upbound.io"]).await;
 }
