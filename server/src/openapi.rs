@@ -7,6 +7,7 @@
 
 use robot_api::wire::{MAX_COLOR_BYTES, MAX_NAME_BYTES};
 use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{
     HttpMethod, Operation, OperationBuilder, Parameter, ParameterBuilder, ParameterIn, PathItem,
     PathItemBuilder,
@@ -23,9 +24,43 @@ const JSON: &str = "application/json";
 const BEARER: &str = "bearerAuth";
 const ROBOTS_TAG: &str = "robots";
 
-/// The document; `auth` says whether this server requires a bearer token
-/// on the robot endpoints, so the document tells the truth about it.
-pub fn document(auth: bool) -> OpenApi {
+/// The document as JSON; `auth` says whether this server requires a
+/// bearer token on the robot endpoints, so the document tells the truth.
+pub fn document_json(auth: bool) -> serde_json::Value {
+    let mut doc = serde_json::to_value(document(auth)).unwrap_or_default();
+    fix_link_keys(&mut doc);
+    doc
+}
+
+/// utoipa 5.5 writes a Link's fields in snake case (`operation_id`);
+/// OpenAPI names them in camel case (`operationId`).
+fn fix_link_keys(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    let links = paths
+        .values_mut()
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|op| op.get_mut("responses")?.as_object_mut())
+        .flat_map(|responses| responses.values_mut())
+        .filter_map(|response| response.get_mut("links")?.as_object_mut())
+        .flat_map(|links| links.values_mut())
+        .filter_map(|link| link.as_object_mut());
+    for link in links {
+        for (from, to) in [
+            ("operation_id", "operationId"),
+            ("operation_ref", "operationRef"),
+            ("request_body", "requestBody"),
+        ] {
+            if let Some(value) = link.remove(from) {
+                link.insert(to.to_owned(), value);
+            }
+        }
+    }
+}
+
+fn document(auth: bool) -> OpenApi {
     let secured = |op: OperationBuilder| {
         if auth {
             op.security(SecurityRequirement::new(BEARER, Vec::<String>::new()))
@@ -158,8 +193,21 @@ fn error(description: &str) -> Response {
     json_of(description, "ErrorBody")
 }
 
-fn empty(description: &str) -> Response {
-    ResponseBuilder::new().description(description).build()
+/// An empty answer with links to the operations that may follow it, with
+/// the robot's name taken from `name` (a runtime expression). The links
+/// let API fuzzers chain calls: create, then get, replace and delete.
+fn empty_linked(description: &str, name: &str, to: &[&str]) -> Response {
+    to.iter()
+        .fold(ResponseBuilder::new().description(description), |b, op| {
+            b.link(
+                *op,
+                LinkBuilder::new()
+                    .operation_id(*op)
+                    .parameter("name", name)
+                    .build(),
+            )
+        })
+        .build()
 }
 
 fn name_param(required: bool) -> Parameter {
@@ -229,7 +277,14 @@ fn get_robot() -> OperationBuilder {
 fn create_robot() -> OperationBuilder {
     robot_op("createRobot", "Create a robot")
         .request_body(Some(robot_body()))
-        .response("201", empty("Created; the body is empty"))
+        .response(
+            "201",
+            empty_linked(
+                "Created; the body is empty",
+                "$request.body#/name",
+                &["getRobot", "replaceRobot", "deleteRobot"],
+            ),
+        )
         .response(
             "400",
             error(
@@ -251,7 +306,14 @@ fn replace_robot() -> OperationBuilder {
     )
     .parameter(name_param(true))
     .request_body(Some(robot_body()))
-    .response("200", empty("Replaced; the body is empty"))
+    .response(
+        "200",
+        empty_linked(
+            "Replaced; the body is empty",
+            "$request.body#/name",
+            &["getRobot", "deleteRobot"],
+        ),
+    )
     .response(
         "400",
         error(
@@ -270,7 +332,14 @@ fn replace_robot() -> OperationBuilder {
 fn delete_robot() -> OperationBuilder {
     robot_op("deleteRobot", "Delete a robot")
         .parameter(name_param(true))
-        .response("200", empty("Deleted; the body is empty"))
+        .response(
+            "200",
+            empty_linked(
+                "Deleted; the body is empty",
+                "$request.query.name",
+                &["getRobot"],
+            ),
+        )
         .response("400", error("`Missing name parameter`, or a bad name"))
         .response("404", error("`Robot not found`"))
         .response(
@@ -380,7 +449,16 @@ mod tests {
     use robot_api::{ErrorBody, Robot, RobotList};
 
     fn doc(auth: bool) -> serde_json::Value {
-        serde_json::to_value(document(auth)).unwrap()
+        document_json(auth)
+    }
+
+    #[test]
+    fn links_name_their_operations_as_openapi_does() {
+        let doc = doc(false);
+        let link = &doc["paths"]["/robots"]["post"]["responses"]["201"]["links"]["getRobot"];
+        assert_eq!(link["operationId"], "getRobot");
+        assert!(link.get("operation_id").is_none());
+        assert_eq!(link["parameters"]["name"], "$request.body#/name");
     }
 
     #[test]

@@ -198,7 +198,7 @@ async fn openapi(State(app): State<App>, method: Method) -> Response {
     static DOCUMENTS: [OnceLock<Bytes>; 2] = [OnceLock::new(), OnceLock::new()];
     let auth = app.inner.auth_token.is_some();
     let document = DOCUMENTS[usize::from(auth)].get_or_init(|| {
-        Bytes::from(serde_json::to_vec(&crate::openapi::document(auth)).unwrap_or_default())
+        Bytes::from(serde_json::to_vec(&crate::openapi::document_json(auth)).unwrap_or_default())
     });
     (
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],

@@ -48,6 +48,14 @@ pub const STEPS: &[Step] = &[
         name: "checkov",
         run: crate::checks::checkov::step,
     },
+    Step {
+        name: "schemathesis",
+        run: schemathesis,
+    },
+    Step {
+        name: "fuzz",
+        run: fuzz,
+    },
 ];
 
 pub fn run(only: &[String]) -> Result<()> {
@@ -170,6 +178,80 @@ pub fn fmt_duration(d: Duration) -> String {
     } else {
         format!("{:.1}s", d.as_secs_f64())
     }
+}
+
+/// API fuzzing: schemathesis against robot-server's own /openapi.json,
+/// with auth and a state file on so every documented answer can occur.
+fn schemathesis() -> Result<Outcome> {
+    let venv = tools::python::SCHEMATHESIS.ensure()?;
+    tools::run(cargo().args([
+        "build",
+        "--locked",
+        "--package",
+        "robot-server",
+        "--bin",
+        "robot-server",
+    ]))?;
+    let dir = std::env::temp_dir().join(format!("robot-schemathesis-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let state = dir.join("robots.json");
+    let token = "schemathesis-token";
+    let mut server = crate::bench::server::RunningServer::start(
+        &crate::bench::server::binary("debug"),
+        &["--state-file", &state.to_string_lossy()],
+        &[("ROBOT_SERVER_AUTH_TOKEN", token)],
+    )?;
+    let checks = tools::run(
+        Command::new(venv.join("schemathesis"))
+            .args(["run", &format!("{}/openapi.json", server.url())])
+            .args([
+                "--checks",
+                "all",
+                "--exclude-checks",
+                "positive_data_acceptance",
+            ])
+            .args(["--header", &format!("Authorization: Bearer {token}")])
+            .args(["--max-examples", "100", "--seed", "1", "--no-color"])
+            .env("SCHEMATHESIS_HOOKS", ""),
+    );
+    let exit = server.terminate(Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&dir);
+    checks?;
+    let exit = exit?;
+    if !exit.success() {
+        bail!("robot-server exited with {exit} after SIGTERM");
+    }
+    Ok(Outcome::default())
+}
+
+/// A short cargo-fuzz run of robot-server's request handling (fuzz/);
+/// skipped with a note where no nightly toolchain is installed.
+fn fuzz() -> Result<Outcome> {
+    let nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !nightly {
+        return Ok(Outcome {
+            note: Some("skipped: no nightly toolchain".into()),
+            ..Outcome::default()
+        });
+    }
+    let cargo_fuzz = tools::cargo_tool("cargo-fuzz", "0.13.2", "cargo-fuzz")?;
+    tools::run(
+        Command::new(cargo_fuzz)
+            .args(["fuzz", "run", "--fuzz-dir", "fuzz", "--sanitizer", "none"])
+            .args([
+                "robots_request",
+                "--",
+                "-max_total_time=25",
+                "-dict=fuzz/robots.dict",
+            ])
+            // cargo-fuzz calls `cargo`, which must be nightly's.
+            .env_remove("CARGO")
+            .env("RUSTUP_TOOLCHAIN", "nightly"),
+    )?;
+    Ok(Outcome::default())
 }
 
 #[cfg(test)]

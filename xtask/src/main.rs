@@ -1,5 +1,6 @@
 //! Dev tasks for the workspace, run as `cargo xtask <task>`.
 
+mod bench;
 mod checks;
 mod ci;
 mod dev;
@@ -27,6 +28,11 @@ enum Task {
     },
     /// Install the tools the checks need, without running them.
     Tools,
+    /// Performance figures (printed, never asserted).
+    Bench {
+        #[arg(value_enum)]
+        target: bench::Target,
+    },
     /// Start a control plane, robot server and controller in the
     /// background; writes target/dev/kubeconfig and target/dev/env.
     Up(dev::UpArgs),
@@ -44,6 +50,7 @@ fn main() -> Result<()> {
     std::env::set_current_dir(&root)?;
     match Cli::parse().task {
         Task::Ci { only } => ci::run(&only),
+        Task::Bench { target } => bench::run(target),
         Task::Up(args) => dev::up(&args).map(drop),
         Task::Down => dev::down(),
         Task::Demo(args) => dev::demo(&args),
