@@ -516,23 +516,15 @@ async fn run_controllers(
             }
         });
 
-    // The in-use controller counts users: it must not act on an empty
-    // cache, or a used ProviderConfig would lose its finalizer.
-    let in_use_ctx = ctx.clone();
-    let in_use_store = usage_store.clone();
-    let pcs = async move {
-        let _ = in_use_store.wait_until_ready().await;
-        Controller::for_stream_with(pc_stream, pc_store, res.provider_config.clone())
-            .reconcile_on(usage_triggers)
-            .graceful_shutdown_on(stop.clone().cancelled_owned())
-            .run(reconcile_provider_config, pc_error_policy, in_use_ctx)
-            .for_each(|r| async move {
-                if let Err(e) = r {
-                    log_controller_error(&e);
-                }
-            })
-            .await
-    };
+    let pcs = Controller::for_stream_with(pc_stream, pc_store, res.provider_config.clone())
+        .reconcile_on(usage_triggers)
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(reconcile_provider_config, pc_error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                log_controller_error(&e);
+            }
+        });
 
     // Ready once every cache has its first full list.
     let health = setup.health.clone();

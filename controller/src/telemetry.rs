@@ -46,7 +46,11 @@ pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
             .try_init()
     } else {
         registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .try_init()
     };
     result.map_err(|e| e.to_string())

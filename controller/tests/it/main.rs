@@ -1,0 +1,8 @@
+//! Integration tests of the controller against a real control plane
+//! (kube-apiserver + etcd from testenv), the real robot server, and the
+//! real controller binary. One test binary, so the dependencies link once.
+
+mod crds;
+mod lifecycle;
+mod modes;
+mod support;
