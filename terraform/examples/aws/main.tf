@@ -72,6 +72,6 @@ module "robot_byoc" {
   control_plane_cidr_blocks = var.control_plane_cidr_blocks
   control_plane_port        = var.control_plane_port
 
-  enable_lambda       = var.enable_lambda
+  controller_runtime  = var.controller_runtime
   lambda_package_path = var.lambda_package_path
 }

@@ -34,6 +34,6 @@ output "controller_task_definition_arn" {
 }
 
 output "lambda_function_name" {
-  description = "Controller Lambda (null unless enable_lambda)."
+  description = "Controller Lambda (null unless controller_runtime is lambda)."
   value       = module.robot_byoc.lambda_function_name
 }

@@ -63,10 +63,10 @@ variable "kms_deletion_window_in_days" {
   default     = 7
 }
 
-variable "enable_lambda" {
-  description = "Also deploy the Lambda mode (needs lambda_package_path)."
-  type        = bool
-  default     = false
+variable "controller_runtime" {
+  description = "ecs (an ECS service, default) or lambda (scheduled passes; needs lambda_package_path)."
+  type        = string
+  default     = "ecs"
 }
 
 variable "lambda_package_path" {

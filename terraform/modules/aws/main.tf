@@ -21,6 +21,10 @@ locals {
   kubeconfig_secret_arn = var.create_kubeconfig_secret ? aws_secretsmanager_secret.kubeconfig[0].arn : var.kubeconfig_secret_arn
   kubeconfig_source     = "aws-secretsmanager://${local.kubeconfig_secret_arn}"
 
+  # The controller runs either as an ECS service or as a scheduled
+  # Lambda, never both: two controllers would reconcile the same Robots.
+  use_lambda = var.controller_runtime == "lambda"
+
   # One pass at a time unless leader election arbitrates: ECS then stops
   # the old controller task before it starts the new one.
   controller_min_healthy_percent = var.leader_election ? 100 : 0
@@ -595,6 +599,8 @@ resource "aws_ecs_service" "server" {
 }
 
 resource "aws_ecs_service" "controller" {
+  count = local.use_lambda ? 0 : 1
+
   name                               = "${var.name}-controller"
   cluster                            = aws_ecs_cluster.this.id
   task_definition                    = aws_ecs_task_definition.controller.arn
@@ -623,11 +629,12 @@ resource "aws_ecs_service" "controller" {
 }
 
 ################################################################################
-# Lambda mode (optional): one pass per scheduled invocation
+# Lambda mode (controller_runtime = "lambda"): one pass per scheduled
+# invocation, instead of the ECS service
 ################################################################################
 
 resource "aws_cloudwatch_log_group" "lambda" {
-  count = var.enable_lambda ? 1 : 0
+  count = local.use_lambda ? 1 : 0
 
   name              = "/aws/lambda/${var.name}-controller"
   retention_in_days = var.log_retention_in_days
@@ -636,7 +643,7 @@ resource "aws_cloudwatch_log_group" "lambda" {
 }
 
 data "aws_iam_policy_document" "lambda_assume" {
-  count = var.enable_lambda ? 1 : 0
+  count = local.use_lambda ? 1 : 0
 
   statement {
     actions = ["sts:AssumeRole"]
@@ -653,7 +660,7 @@ data "aws_iam_policy_document" "lambda_assume" {
 }
 
 data "aws_iam_policy_document" "lambda_logs" {
-  count = var.enable_lambda ? 1 : 0
+  count = local.use_lambda ? 1 : 0
 
   statement {
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
@@ -662,7 +669,7 @@ data "aws_iam_policy_document" "lambda_logs" {
 }
 
 resource "aws_iam_role" "lambda" {
-  count = var.enable_lambda ? 1 : 0
+  count = local.use_lambda ? 1 : 0
 
   name               = "${var.name}-controller-lambda"
   description        = "robot-controller Lambda: reads the kubeconfig secret, runs in the VPC"
@@ -672,14 +679,14 @@ resource "aws_iam_role" "lambda" {
 
 # Creating and removing the function's network interfaces in the subnets.
 resource "aws_iam_role_policy_attachment" "lambda_vpc" {
-  count = var.enable_lambda ? 1 : 0
+  count = local.use_lambda ? 1 : 0
 
   role       = aws_iam_role.lambda[0].name
   policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
 }
 
 resource "aws_iam_role_policy" "lambda_kubeconfig" {
-  count = var.enable_lambda ? 1 : 0
+  count = local.use_lambda ? 1 : 0
 
   name   = "read-kubeconfig"
   role   = aws_iam_role.lambda[0].id
@@ -687,7 +694,7 @@ resource "aws_iam_role_policy" "lambda_kubeconfig" {
 }
 
 resource "aws_iam_role_policy" "lambda_logs" {
-  count = var.enable_lambda ? 1 : 0
+  count = local.use_lambda ? 1 : 0
 
   name   = "write-logs"
   role   = aws_iam_role.lambda[0].id
@@ -698,7 +705,7 @@ resource "aws_lambda_function" "controller" {
   #checkov:skip=CKV_AWS_116:Invoked by EventBridge Scheduler every few minutes; a failed pass is redone by the next tick, so a dead-letter queue would only collect noise.
   #checkov:skip=CKV_AWS_272:The package is built from this repository by cargo lambda; code signing needs a signing profile the user owns, not one this module can create.
   #checkov:skip=CKV_AWS_173:The environment holds only the secret's ARN and settings, no secret values; the kubeconfig itself stays in Secrets Manager.
-  count = var.enable_lambda ? 1 : 0
+  count = local.use_lambda ? 1 : 0
 
   function_name    = "${var.name}-controller"
   description      = "robot-controller lambda mode: one reconcile pass per invocation"
@@ -742,7 +749,7 @@ resource "aws_lambda_function" "controller" {
 }
 
 data "aws_iam_policy_document" "scheduler_assume" {
-  count = var.enable_lambda ? 1 : 0
+  count = local.use_lambda ? 1 : 0
 
   statement {
     actions = ["sts:AssumeRole"]
@@ -759,16 +766,25 @@ data "aws_iam_policy_document" "scheduler_assume" {
 }
 
 data "aws_iam_policy_document" "scheduler_invoke" {
-  count = var.enable_lambda ? 1 : 0
+  count = local.use_lambda ? 1 : 0
 
   statement {
     actions   = ["lambda:InvokeFunction"]
     resources = [aws_lambda_function.controller[0].arn]
   }
+
+  # A schedule encrypted with a customer key is decrypted with this role.
+  dynamic "statement" {
+    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
+    content {
+      actions   = ["kms:Decrypt"]
+      resources = [statement.value]
+    }
+  }
 }
 
 resource "aws_iam_role" "scheduler" {
-  count = var.enable_lambda ? 1 : 0
+  count = local.use_lambda ? 1 : 0
 
   name               = "${var.name}-controller-schedule"
   description        = "EventBridge Scheduler: invokes the robot-controller Lambda"
@@ -777,7 +793,7 @@ resource "aws_iam_role" "scheduler" {
 }
 
 resource "aws_iam_role_policy" "scheduler" {
-  count = var.enable_lambda ? 1 : 0
+  count = local.use_lambda ? 1 : 0
 
   name   = "invoke-controller"
   role   = aws_iam_role.scheduler[0].id
@@ -785,11 +801,12 @@ resource "aws_iam_role_policy" "scheduler" {
 }
 
 resource "aws_scheduler_schedule" "controller" {
-  count = var.enable_lambda ? 1 : 0
+  count = local.use_lambda ? 1 : 0
 
   name                = "${var.name}-controller"
   description         = "One robot-controller pass"
   schedule_expression = var.lambda_schedule_expression
+  kms_key_arn         = var.kms_key_arn
 
   flexible_time_window {
     mode = "OFF"

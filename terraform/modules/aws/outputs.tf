@@ -19,8 +19,13 @@ output "server_service_name" {
 }
 
 output "controller_service_name" {
-  description = "Name of the ECS service running robot-controller."
-  value       = aws_ecs_service.controller.name
+  description = "Name of the ECS service running robot-controller (null when controller_runtime is \"lambda\")."
+  value       = try(aws_ecs_service.controller[0].name, null)
+}
+
+output "controller_runtime" {
+  description = "How the controller runs: ecs or lambda."
+  value       = var.controller_runtime
 }
 
 output "server_task_definition_arn" {
@@ -34,7 +39,7 @@ output "controller_task_definition_arn" {
 }
 
 output "ecs_run_task_command" {
-  description = "`aws ecs run-task` command for a one-shot controller pass (`robot-controller once`) with the service's network settings. Scale the controller service to 0 first unless leader election is on."
+  description = "`aws ecs run-task` command for a one-shot controller pass (`robot-controller once`) with the controller's network settings. Scale the controller service to 0 (or disable the Lambda schedule) first unless leader election is on."
   value = join(" ", [
     "aws ecs run-task",
     "--region ${local.region}",
@@ -102,11 +107,11 @@ output "log_group_names" {
 }
 
 output "lambda_function_name" {
-  description = "Name of the controller Lambda (null unless enable_lambda)."
+  description = "Name of the controller Lambda (null unless controller_runtime is \"lambda\")."
   value       = try(aws_lambda_function.controller[0].function_name, null)
 }
 
 output "lambda_schedule_arn" {
-  description = "ARN of the EventBridge Scheduler schedule that invokes the Lambda (null unless enable_lambda)."
+  description = "ARN of the EventBridge Scheduler schedule that invokes the Lambda (null unless controller_runtime is \"lambda\")."
   value       = try(aws_scheduler_schedule.controller[0].arn, null)
 }

@@ -196,7 +196,7 @@ variable "kubeconfig_version" {
 }
 
 variable "kms_key_arn" {
-  description = "Customer managed KMS key that encrypts the created secret (or already encrypts the existing one). The controller is then allowed kms:Decrypt on it through Secrets Manager only. Null uses the AWS managed key."
+  description = "Customer managed KMS key that encrypts the created secret (or already encrypts the existing one), and the Lambda mode's schedule. The controller is then allowed kms:Decrypt on it through Secrets Manager only. Null uses AWS managed keys."
   type        = string
   default     = null
 
@@ -347,23 +347,28 @@ variable "server_log_filter" {
 }
 
 ################################################################################
-# Lambda mode
+# Controller runtime and Lambda mode
 ################################################################################
 
-variable "enable_lambda" {
-  description = "Also create the Lambda mode: the controller's `bootstrap` binary on provided.al2023, in the private subnets, invoked on a schedule for one pass each time."
-  type        = bool
-  default     = false
+variable "controller_runtime" {
+  description = "How the controller runs: \"ecs\" (an ECS service with one task, watching all the time) or \"lambda\" (the `bootstrap` binary on provided.al2023 in the private subnets, one pass per EventBridge Scheduler tick, no ECS service). The controller task definition exists either way, for one-shot `run-task` passes."
+  type        = string
+  default     = "ecs"
+
+  validation {
+    condition     = contains(["ecs", "lambda"], var.controller_runtime)
+    error_message = "controller_runtime must be \"ecs\" or \"lambda\"."
+  }
 }
 
 variable "lambda_package_path" {
-  description = "Path of the Lambda zip holding the `bootstrap` binary (from `cargo lambda build --release --output-format zip`). Required when enable_lambda is true."
+  description = "Path of the Lambda zip holding the `bootstrap` binary (from `cargo lambda build --release --output-format zip`). Required when controller_runtime is \"lambda\"."
   type        = string
   default     = null
 
   validation {
-    condition     = !var.enable_lambda || (var.lambda_package_path != null && endswith(coalesce(var.lambda_package_path, "-"), ".zip"))
-    error_message = "lambda_package_path must be the path of a .zip file when enable_lambda is true."
+    condition     = var.controller_runtime != "lambda" || (var.lambda_package_path != null && endswith(coalesce(var.lambda_package_path, "-"), ".zip"))
+    error_message = "lambda_package_path must be the path of a .zip file when controller_runtime is \"lambda\"."
   }
 }
 

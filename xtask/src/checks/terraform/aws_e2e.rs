@@ -43,8 +43,13 @@ const REGION: &str = "us-east-1";
 const MARKER: &str = "robot-byoc-e2e-kubeconfig-marker";
 
 pub struct Report {
+    /// Resources with the controller as an ECS service.
     pub resources: usize,
+    /// Resources with the controller in the Lambda mode.
+    pub resources_lambda: usize,
     pub apply: Duration,
+    /// The re-apply from the ECS service to the Lambda mode.
+    pub switch: Duration,
     pub destroy: Duration,
     pub checks: usize,
 }
@@ -104,7 +109,9 @@ impl Aws<'_> {
     }
 }
 
-/// Applies the example, checks it, runs the one-shot task, destroys it.
+/// Applies the example (controller as an ECS service), checks it, runs
+/// the one-shot task, switches the controller to the Lambda mode, checks
+/// that, destroys everything.
 pub fn run(terraform: &Terraform, repo: &Path, scratch: &Path, venv_bin: &Path) -> Result<Report> {
     let tree = scratch.join("terraform");
     super::cli::copy_tree(&repo.join("terraform"), &tree)?;
@@ -118,17 +125,22 @@ pub fn run(terraform: &Terraform, repo: &Path, scratch: &Path, venv_bin: &Path) 
     )?;
 
     let package = lambda_package(scratch, venv_bin)?;
-    let vars = serde_json::json!({
+    let common = serde_json::json!({
         "server_image": "localhost/robot-server:e2e",
         "controller_image": "localhost/robot-controller:e2e",
-        "enable_lambda": true,
-        "lambda_package_path": package,
         "kubeconfig_version": 1,
         "recovery_window_in_days": 0,
     });
+    let mut lambda = common.clone();
+    lambda["controller_runtime"] = "lambda".into();
+    lambda["lambda_package_path"] = package.display().to_string().into();
     std::fs::write(
-        example.join("e2e.tfvars.json"),
-        serde_json::to_vec_pretty(&vars)?,
+        example.join("ecs.tfvars.json"),
+        serde_json::to_vec_pretty(&common)?,
+    )?;
+    std::fs::write(
+        example.join("lambda.tfvars.json"),
+        serde_json::to_vec_pretty(&lambda)?,
     )?;
     let kubeconfig = format!("apiVersion: v1\nkind: Config\n# {MARKER}\n");
 
@@ -138,30 +150,32 @@ pub fn run(terraform: &Terraform, repo: &Path, scratch: &Path, venv_bin: &Path) 
         "-input=false",
         "-no-color",
     ]))?;
-
-    let started = Instant::now();
-    run_captured(
-        terraform
-            .command(&example)
-            .args([
-                "apply",
-                "-auto-approve",
-                "-input=false",
-                "-no-color",
-                "-var-file=e2e.tfvars.json",
-            ])
-            // Ephemeral: given through the environment, like a user would.
-            .env("TF_VAR_kubeconfig", &kubeconfig),
-    )
-    .context("terraform apply against moto")?;
-    let apply = started.elapsed();
+    let apply = |var_file: &str| -> Result<Duration> {
+        let started = Instant::now();
+        run_captured(
+            terraform
+                .command(&example)
+                .args(["apply", "-auto-approve", "-input=false", "-no-color"])
+                .arg(format!("-var-file={var_file}"))
+                // Ephemeral: given through the environment, like a user
+                // would, on every apply while kubeconfig_version is set.
+                .env("TF_VAR_kubeconfig", &kubeconfig),
+        )
+        .with_context(|| format!("terraform apply -var-file={var_file} against moto"))?;
+        Ok(started.elapsed())
+    };
 
     let aws = Aws {
         venv_bin,
         endpoint: &moto.endpoint,
     };
+    let apply_time = apply("ecs.tfvars.json")?;
     let resources = managed_resources(terraform, &example)?;
-    let checks = check_applied(terraform, &example, &aws, &kubeconfig)?;
+    let mut checks = check_applied(terraform, &example, &aws, &kubeconfig)?;
+
+    let switch_time = apply("lambda.tfvars.json")?;
+    checks += check_lambda(terraform, &example, &aws)?;
+    let resources_lambda = managed_resources(terraform, &example)?;
 
     let started = Instant::now();
     let destroyed = run_captured(terraform.command(&example).args([
@@ -169,13 +183,13 @@ pub fn run(terraform: &Terraform, repo: &Path, scratch: &Path, venv_bin: &Path) 
         "-auto-approve",
         "-input=false",
         "-no-color",
-        "-var-file=e2e.tfvars.json",
+        "-var-file=lambda.tfvars.json",
     ]))
     .context("terraform destroy against moto")?;
     let destroy = started.elapsed();
     ensure!(
-        destroyed.contains(&format!("Resources: {resources} destroyed")),
-        "destroy did not remove the {resources} applied resources:\n{}",
+        destroyed.contains(&format!("Resources: {resources_lambda} destroyed")),
+        "destroy did not remove the {resources_lambda} applied resources:\n{}",
         super::cli::tail(&destroyed, 5)
     );
     let secrets = aws.json(&["secretsmanager", "list-secrets"])?;
@@ -186,7 +200,9 @@ pub fn run(terraform: &Terraform, repo: &Path, scratch: &Path, venv_bin: &Path) 
     drop(moto);
     Ok(Report {
         resources,
-        apply,
+        resources_lambda,
+        apply: apply_time,
+        switch: switch_time,
         destroy,
         checks: checks + 2,
     })
@@ -422,8 +438,39 @@ fn check_applied(terraform: &Terraform, dir: &Path, aws: &Aws, kubeconfig: &str)
     );
     checks += 1;
 
-    // 6. The Lambda mode: reserved concurrency 1, provided.al2023,
-    //    bootstrap, in the VPC.
+    Ok(checks)
+}
+
+/// The `values` of every resource of `kind` in `terraform show -json`,
+/// in the root module or any child module.
+fn state_resources<'a>(state: &'a Value, kind: &str) -> Vec<&'a Value> {
+    let mut found = Vec::new();
+    let mut modules = vec![&state["values"]["root_module"]];
+    while let Some(module) = modules.pop() {
+        for resource in module["resources"].as_array().into_iter().flatten() {
+            if resource["type"] == kind && resource["mode"] == "managed" {
+                found.push(&resource["values"]);
+            }
+        }
+        modules.extend(module["child_modules"].as_array().into_iter().flatten());
+    }
+    found
+}
+
+/// After the switch to the Lambda mode: the function (reserved
+/// concurrency 1, provided.al2023, bootstrap, in the VPC), its schedule,
+/// and no ECS controller service any more. Returns how many checks passed.
+fn check_lambda(terraform: &Terraform, dir: &Path, aws: &Aws) -> Result<usize> {
+    let outputs: Value = serde_json::from_str(&run_captured(
+        terraform.command(dir).args(["output", "-json"]),
+    )?)?;
+    let output = |name: &str| -> Result<String> {
+        outputs[name]["value"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("output {name} is missing"))
+    };
+    let mut checks = 0;
     let function = output("lambda_function_name")?;
     let config = aws.json(&["lambda", "get-function", "--function-name", &function])?;
     let conf = &config["Configuration"];
@@ -446,21 +493,41 @@ fn check_applied(terraform: &Terraform, dir: &Path, aws: &Aws, kubeconfig: &str)
     );
     checks += 1;
 
+    ensure!(
+        outputs["controller_service_name"]["value"].is_null(),
+        "the ECS controller service is still there: {}",
+        outputs["controller_service_name"]
+    );
+    // Deleted ECS services stay visible for a while as DRAINING, then
+    // INACTIVE; either (or none at all) means it no longer runs.
+    let gone = aws.json(&[
+        "ecs",
+        "describe-services",
+        "--cluster",
+        &output("cluster_name")?,
+        "--services",
+        &format!("{}-controller", output("cluster_name")?),
+    ])?;
+    let statuses: Vec<&str> = gone["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["status"].as_str())
+        .collect();
+    ensure!(
+        statuses
+            .iter()
+            .all(|s| *s == "DRAINING" || *s == "INACTIVE"),
+        "the ECS controller service still runs after the switch: {statuses:?}"
+    );
+    let schedule = aws.json(&["scheduler", "get-schedule", "--name", &function])?;
+    ensure!(
+        schedule["Target"]["Arn"]
+            .as_str()
+            .is_some_and(|arn| arn.ends_with(&format!(":function:{function}"))),
+        "the schedule does not target the Lambda: {}",
+        schedule["Target"]
+    );
+    checks += 1;
     Ok(checks)
-}
-
-/// The `values` of every resource of `kind` in `terraform show -json`,
-/// in the root module or any child module.
-fn state_resources<'a>(state: &'a Value, kind: &str) -> Vec<&'a Value> {
-    let mut found = Vec::new();
-    let mut modules = vec![&state["values"]["root_module"]];
-    while let Some(module) = modules.pop() {
-        for resource in module["resources"].as_array().into_iter().flatten() {
-            if resource["type"] == kind && resource["mode"] == "managed" {
-                found.push(&resource["values"]);
-            }
-        }
-        modules.extend(module["child_modules"].as_array().into_iter().flatten());
-    }
-    found
 }

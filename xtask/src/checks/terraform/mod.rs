@@ -169,16 +169,20 @@ pub fn step() -> Result<Outcome> {
         let venv = tools::python::AWS.ensure()?;
         let report = aws_e2e::run(&terraform, &repo, &scratch.path().join("e2e"), &venv)?;
         eprintln!(
-            "terraform: AWS example against moto: {} resources applied in {}, run-task ok, destroyed in {}",
+            "terraform: AWS example against moto: {} resources applied in {}, run-task ok, \
+             switched to the Lambda mode ({} resources) in {}, destroyed in {}",
             report.resources,
             fmt_duration(report.apply),
+            report.resources_lambda,
+            fmt_duration(report.switch),
             fmt_duration(report.destroy)
         );
         outcome.tests_passed += report.checks;
         notes.push(format!(
-            "aws example vs moto: {} resources, apply {}, destroy {}{}",
-            report.resources,
+            "aws example vs moto: apply {} ({} resources), switch to lambda {}, destroy {}{}",
             fmt_duration(report.apply),
+            report.resources,
+            fmt_duration(report.switch),
             fmt_duration(report.destroy),
             if aws_e2e::MOTO_GAPS.is_empty() {
                 String::new()

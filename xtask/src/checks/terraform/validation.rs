@@ -69,7 +69,7 @@ pub fn cases() -> Vec<Case> {
                 "create_kubeconfig_secret": false,
                 "kubeconfig_secret_arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:kc-AbCdEf",
                 "kms_key_arn": "arn:aws:kms:eu-west-1:123456789012:key/1234",
-                "enable_lambda": true, "lambda_package_path": "target/lambda/robot-controller/bootstrap.zip",
+                "controller_runtime": "lambda", "lambda_package_path": "target/lambda/robot-controller/bootstrap.zip",
                 "leader_election": true, "control_plane_port": 6443,
             }),
             &[],
@@ -163,6 +163,11 @@ pub fn cases() -> Vec<Case> {
             &["controller_cpu must be one of"],
         ),
         aws(
+            "unknown controller runtime",
+            json!({ "controller_runtime": "fargate" }),
+            &["controller_runtime must be"],
+        ),
+        aws(
             "port out of range",
             json!({ "control_plane_port": 70000 }),
             &["control_plane_port must be a TCP port"],
@@ -243,12 +248,12 @@ pub fn cases() -> Vec<Case> {
         ),
         aws(
             "Lambda without package",
-            json!({ "enable_lambda": true }),
+            json!({ "controller_runtime": "lambda" }),
             &["lambda_package_path must be the path of a .zip"],
         ),
         aws(
             "Lambda package not a zip",
-            json!({ "enable_lambda": true, "lambda_package_path": "bootstrap" }),
+            json!({ "controller_runtime": "lambda", "lambda_package_path": "bootstrap" }),
             &["lambda_package_path must be the path of a .zip"],
         ),
         aws(
