@@ -264,8 +264,7 @@ async fn provider_config_missing_then_created() {
         .unwrap();
     assert!(message.contains("\"later\" not found"), "{message}");
 
-    env.provider_config("later", &env.server.url().to_owned())
-        .await;
+    env.provider_config("later", env.server.url()).await;
     env.wait_ready("waiting").await;
     env.wait_server_color("waiting", "orange").await;
 

@@ -54,8 +54,7 @@ impl Env {
             res: Resources::of(generation),
             dir: tempfile::tempdir().expect("temp dir"),
         };
-        env.provider_config("default", &env.server.url().to_owned())
-            .await;
+        env.provider_config("default", env.server.url()).await;
         env
     }
 
@@ -315,10 +314,6 @@ impl Controller {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.process.id()
-    }
-
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -355,10 +350,6 @@ impl Controller {
                 self.log_tail()
             );
         }
-    }
-
-    pub async fn readyz(&self) -> Option<(u16, String)> {
-        self.get("/readyz").await
     }
 
     pub async fn metrics(&self) -> String {
