@@ -7,6 +7,37 @@
 //! control plane listening on the [`gateway_address`] is reachable from
 //! inside.
 //!
+//! The end-to-end shape, with the controller inside next to the server:
+//!
+//! ```no_run
+//! # async fn e2e() -> Result<(), testenv::Error> {
+//! use testenv::netns::PrivateNetwork;
+//! use testenv::process::ChildProcess;
+//! use testenv::{ControlPlane, Options, RobotServer};
+//!
+//! let net = PrivateNetwork::create()?;
+//! let cp = ControlPlane::start_on(Options::default(), net.gateway_address().into()).await?;
+//! let server = RobotServer::start_in(&net, &[]).await?;
+//! let health = std::net::SocketAddr::from((net.private_address(), 8080));
+//! let mut cmd = net.command(testenv::binary_path("robot-controller")?);
+//! cmd.arg("run")
+//!     .arg("--kubeconfig-source")
+//!     .arg(cp.controller_kubeconfig_path())
+//!     .arg(format!("--health-listen={health}"));
+//! let log = cp.dir().join("robot-controller.log");
+//! let _controller = ChildProcess::spawn("robot-controller", cmd, &log)?;
+//! // Probes of anything inside run inside:
+//! let ready = net.run(move || {
+//!     testenv::http::get(health, "/readyz", std::time::Duration::from_secs(2))
+//! })?;
+//! // ProviderConfig endpoint: server.url(), reachable from inside only.
+//! # let _ = (ready, server);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Drop the processes before the network (declare the network first).
+//!
 //! [`gateway_address`]: PrivateNetwork::gateway_address
 
 use std::ffi::OsStr;
