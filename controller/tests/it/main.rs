@@ -5,4 +5,5 @@
 mod crds;
 mod lifecycle;
 mod modes;
+mod reconciler;
 mod support;
