@@ -18,7 +18,11 @@ async fn main() -> Result<(), testenv::Error> {
     let bins = tokio::task::spawn_blocking(testenv::binaries::ensure)
         .await
         .map_err(|e| testenv::Error::Binaries(e.to_string()))??;
-    println!("binaries: {} ({:.1}s)", bins.dir.display(), t.elapsed().as_secs_f64());
+    println!(
+        "binaries: {} ({:.1}s)",
+        bins.dir.display(),
+        t.elapsed().as_secs_f64()
+    );
 
     for (label, crds) in [("no CRDs", CrdSet::None), ("our CRDs", CrdSet::Ours)] {
         let mut ready = Vec::new();

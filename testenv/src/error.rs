@@ -64,6 +64,25 @@ impl Error {
     /// Whether a process failed because another one took its port between
     /// our probe and its bind; the caller picks new ports and tries again.
     pub(crate) fn is_port_conflict(&self) -> bool {
-        matches!(self, Error::Start { detail, .. } if detail.contains("address already in use"))
+        // Go says "address already in use", Rust "Address already in use".
+        matches!(self, Error::Start { detail, .. }
+            if detail.to_ascii_lowercase().contains("address already in use"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_conflicts_are_recognised_in_go_and_rust_wording() {
+        let start = |detail: &str| Error::Start {
+            what: "x".into(),
+            detail: detail.into(),
+        };
+        assert!(start("listen tcp 127.0.0.1:1: bind: address already in use").is_port_conflict());
+        assert!(start("Address already in use (os error 98)").is_port_conflict());
+        assert!(!start("permission denied").is_port_conflict());
+        assert!(!Error::Crds("address already in use".into()).is_port_conflict());
     }
 }

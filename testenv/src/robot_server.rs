@@ -109,7 +109,19 @@ impl RobotServer {
             netns,
             _temp: temp,
         };
-        server.spawn_and_wait().await?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match server.spawn_and_wait().await {
+                // Another process took the port between our probe and the
+                // server's bind; on loopback any other port will do.
+                Err(e) if e.is_port_conflict() && server.netns.is_none() && attempt < 3 => {
+                    server.addr.set_port(free_port(server.addr.ip())?);
+                    server.url = format!("http://{}", server.addr);
+                }
+                other => break other?,
+            }
+        }
         Ok(server)
     }
 

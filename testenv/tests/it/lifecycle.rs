@@ -90,6 +90,10 @@ async fn rotating_the_controller_token_revokes_the_old_one() {
     whoami(&before).await.expect("the first token works");
     let old_token = cp.controller_token();
     let old_pids = cp.processes();
+    assert!(
+        !format!("{cp:?}").contains(&old_token),
+        "Debug shows the token"
+    );
 
     let new_token = cp.rotate_controller_token().await.expect("rotate");
     assert_ne!(new_token, old_token);
