@@ -55,14 +55,7 @@ pub fn cache_root() -> PathBuf {
 /// minutes, once per machine; concurrent callers wait for one build).
 pub fn ensure() -> Result<Binaries, Error> {
     if let Some(dir) = std::env::var_os("KUBEBUILDER_ASSETS") {
-        let bins = Binaries::in_dir(Path::new(&dir));
-        if bins.exist() {
-            return Ok(bins);
-        }
-        return Err(Error::Binaries(format!(
-            "KUBEBUILDER_ASSETS={} holds no kube-apiserver and etcd; unset it to build them",
-            bins.dir.display()
-        )));
+        return from_assets(Path::new(&dir));
     }
     let dir = cache_root().join(format!(
         "control-plane-{KUBERNETES_VERSION}-etcd-{ETCD_VERSION}"
@@ -80,6 +73,18 @@ pub fn ensure() -> Result<Binaries, Error> {
         build(&dir)?;
     }
     Ok(bins)
+}
+
+/// The binaries in a `KUBEBUILDER_ASSETS` directory, which must hold both.
+fn from_assets(dir: &Path) -> Result<Binaries, Error> {
+    let bins = Binaries::in_dir(dir);
+    if bins.exist() {
+        return Ok(bins);
+    }
+    Err(Error::Binaries(format!(
+        "KUBEBUILDER_ASSETS={} holds no kube-apiserver and etcd; unset it to build them",
+        bins.dir.display()
+    )))
 }
 
 fn build(out: &Path) -> Result<(), Error> {
@@ -150,4 +155,21 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
 
 fn io(path: &Path, e: std::io::Error) -> Error {
     Error::path(path, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubebuilder_assets_must_hold_both_binaries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let error = from_assets(dir.path()).expect_err("empty dir");
+        assert!(error.to_string().contains("KUBEBUILDER_ASSETS="), "{error}");
+        std::fs::write(dir.path().join("kube-apiserver"), "").expect("write");
+        assert!(from_assets(dir.path()).is_err(), "etcd is missing");
+        std::fs::write(dir.path().join("etcd"), "").expect("write");
+        let bins = from_assets(dir.path()).expect("both there");
+        assert_eq!(bins.etcd, dir.path().join("etcd"));
+    }
 }

@@ -285,16 +285,7 @@ impl ControlPlane {
     pub fn kubectl(&self) -> Command {
         let mut cmd = match crate::kubectl_path() {
             Ok(kubectl) => Command::new(kubectl),
-            Err(missing) => {
-                let mut sh = Command::new("sh");
-                sh.args([
-                    "-c",
-                    "echo \"$1\" >&2; exit 127",
-                    "sh",
-                    &missing.to_string(),
-                ]);
-                return sh;
-            }
+            Err(missing) => return explain_missing(&missing.to_string()),
         };
         cmd.arg(format!("--kubeconfig={}", self.admin_kubeconfig.display()));
         cmd
@@ -411,6 +402,14 @@ impl Drop for ControlPlane {
     }
 }
 
+/// A command that prints `message` on stderr and exits 127 (the shell's
+/// "command not found"), whatever arguments are appended to it.
+fn explain_missing(message: &str) -> Command {
+    let mut sh = Command::new("sh");
+    sh.args(["-c", "echo \"$1\" >&2; exit 127", "sh", message]);
+    sh
+}
+
 fn rbac_dir() -> PathBuf {
     crate::workspace_root().join("infra").join("rbac")
 }
@@ -435,6 +434,19 @@ mod tests {
         assert!(empty.to_string().contains("holds no *.yaml"), "{empty}");
         std::fs::write(dir.path().join("a.yaml"), "").expect("write");
         assert_eq!(files_in("Ours", dir.path(), "").expect("files").len(), 1);
+    }
+
+    #[test]
+    fn a_missing_kubectl_explains_itself() {
+        let output = explain_missing("kubectl is not installed: install it")
+            .args(["get", "crds"])
+            .output()
+            .expect("sh");
+        assert_eq!(output.status.code(), Some(127));
+        assert_eq!(
+            String::from_utf8_lossy(&output.stderr),
+            "kubectl is not installed: install it\n"
+        );
     }
 
     #[test]
