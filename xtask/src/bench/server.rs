@@ -38,12 +38,13 @@ request = function()
 end
 "#;
 
-/// POSTs of new robots and DELETEs of those created 2048 requests earlier
-/// on the same wrk thread, alternating. The lag makes sure the POST of a
-/// robot has been answered before its DELETE is sent (a thread has only 32
-/// connections in flight), so no DELETE meets a 404.
+/// POSTs of new robots and DELETEs of those created 20 000 requests
+/// earlier on the same wrk thread, alternating. The lag makes sure the POST
+/// of a robot has been answered before its DELETE is sent: a thread has
+/// only 32 connections, so a DELETE could meet a 404 only if one of them
+/// stalled for 20 000 requests of the others (seconds).
 const POST_DELETE_SCRIPT: &str = r#"
-local LAG = 2048
+local LAG = 20000
 local created, first, last, id = {}, 1, 0, 0
 local delete_next = false
 local prefix = "pd"
@@ -82,6 +83,14 @@ done = function(summary, latency, requests)
 end
 "#;
 
+/// The 1-minute load average: other work on the machine skews the figures.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
 pub fn bench() -> Result<()> {
     tools::apt(&[("wrk", "wrk")])?;
     tools::run(cargo().args([
@@ -109,6 +118,7 @@ pub fn bench() -> Result<()> {
 
     let mut server = RunningServer::start(&binary, &[], &[])?;
     let idle_rss = server.rss_kib()?;
+    let idle_rss_anon = server.status_kib("RssAnon:")?;
     let scripts = tempfile_dir()?;
     let get_script = scripts.join("get.lua");
     let post_delete_script = scripts.join("post_delete.lua");
@@ -120,12 +130,14 @@ pub fn bench() -> Result<()> {
 
     eprintln!("bench: creating {GET_ROBOTS} robots to GET");
     create_robots(server.addr, "bench-", 0..GET_ROBOTS, 1)?;
+    let load_before = load_average();
     eprintln!("bench: GET load");
     wrk(server.addr, &get_script, WARMUP_SECONDS, &[])?;
     let get = wrk(server.addr, &get_script, LOAD_SECONDS, &[])?;
     eprintln!("bench: POST+DELETE load");
     wrk(server.addr, &post_delete_script, WARMUP_SECONDS, &["warm"])?;
     let post_delete = wrk(server.addr, &post_delete_script, LOAD_SECONDS, &["run"])?;
+    let load_after = load_average();
     let after_load_rss = server.rss_kib()?;
     server.stop()?;
 
@@ -155,11 +167,20 @@ pub fn bench() -> Result<()> {
     println!(
         "load: wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{LOAD_SECONDS}s after a {WARMUP_SECONDS}s warm-up, on the same machine"
     );
+    println!(
+        "1-minute load average before the loads {load_before}, after {load_after} \
+         (the loads themselves add about 2; more means other work competed)"
+    );
     println!("{}", get.line("GET /robots?name="));
     println!("{}", post_delete.line("POST+DELETE /robots"));
     println!("idle RSS:                     {}", mib(idle_rss));
     println!("RSS after the loads:          {}", mib(after_load_rss));
     println!("RSS holding {MANY_ROBOTS} robots:  {}", mib(full_rss));
+    println!(
+        "idle memory by kind:          {} anonymous (heap, stacks), {} file-backed (code of the binary and shared libraries)",
+        mib(idle_rss_anon),
+        mib(idle_rss.saturating_sub(idle_rss_anon))
+    );
     println!(
         "cold start (median of {COLD_STARTS}):    {:.2} ms (min {:.2}, max {:.2})",
         ms(cold),
@@ -360,11 +381,14 @@ impl Load {
     fn line(&self, what: &str) -> String {
         let rps = self.requests as f64 / (self.duration_us as f64 / 1e6);
         format!(
-            "{what:<30}{rps:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  max {:.1} ms  errors {} ({} requests)",
+            "{what:<22}{rps:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  max {:.1} ms  \
+             errors {} (non-2xx {}, socket {}) of {} requests",
             self.p50_us as f64 / 1000.0,
             self.p99_us as f64 / 1000.0,
             self.max_us as f64 / 1000.0,
             self.errors(),
+            self.non_2xx,
+            self.socket_errors,
             self.requests,
         )
     }
@@ -463,12 +487,17 @@ impl RunningServer {
 
     /// Resident memory of the process, in KiB.
     pub fn rss_kib(&self) -> Result<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    /// A `kB` line of /proc/<pid>/status.
+    fn status_kib(&self, key: &str) -> Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(key))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .context("no VmRSS in /proc/<pid>/status")
+            .with_context(|| format!("no {key} in /proc/<pid>/status"))
     }
 
     /// SIGTERM, then the exit status (SIGKILL after `limit`).
