@@ -135,3 +135,24 @@ fn readyz_is_503_while_draining() {
     assert_eq!(read_answer(&mut holding).0, 201);
     assert!(server.wait_exit(GRACE).success());
 }
+
+/// Headers that never finish do not hold a connection for ever.
+#[test]
+fn slow_headers_are_cut_off_after_the_request_timeout() {
+    let server = launch().args(["--request-timeout", "1s"]).start();
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    // Ends when the server closes the connection; a read timeout (the
+    // server kept it open) is an error.
+    std::io::Read::read_to_end(&mut stream, &mut answer)
+        .expect("the server closes a connection whose headers stall");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+}
