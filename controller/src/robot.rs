@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use kube::CustomResource;
-use robot_api::{AuthHeader, Robot as WireRobot, RobotClient};
+use robot_api::{AuthHeader, Authorizer, Robot as WireRobot, RobotClient};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -99,6 +99,8 @@ pub struct RobotConnector {
     allowed: Arc<AllowedEndpoints>,
     /// Told when the server refuses our token, so it is re-read at once.
     refused: Option<Arc<Notify>>,
+    /// Per-server credentials; replaces `auth` when set.
+    authorizer: Option<Arc<dyn Authorizer>>,
 }
 
 impl RobotConnector {
@@ -113,7 +115,15 @@ impl RobotConnector {
             auth,
             allowed,
             refused,
+            authorizer: None,
         }
+    }
+
+    /// Asks `authorizer` for each server's credentials (an ID token whose
+    /// audience is that server).
+    pub fn with_authorizer(mut self, authorizer: Option<Arc<dyn Authorizer>>) -> Self {
+        self.authorizer = authorizer;
+        self
     }
 }
 
@@ -132,8 +142,11 @@ impl Connector<RobotSpec, RobotStatus> for RobotConnector {
                 "the ProviderConfig has no spec.endpoint",
             ));
         }
-        let client = RobotClient::new(self.http.clone(), endpoint, self.auth.clone())
+        let mut client = RobotClient::new(self.http.clone(), endpoint, self.auth.clone())
             .map_err(|e| ExternalError::new(e.to_string()))?;
+        if let Some(authorizer) = &self.authorizer {
+            client = client.with_authorizer(authorizer.clone());
+        }
         self.allowed.check(endpoint).map_err(ExternalError::new)?;
         Ok(RobotExternal {
             client,

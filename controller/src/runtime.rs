@@ -93,6 +93,8 @@ pub struct Setup {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     token: Option<Arc<BearerToken>>,
+    /// Per-server credentials (`--server-auth gcp-id-token`).
+    authorizer: Option<Arc<dyn robot_api::Authorizer>>,
     http: reqwest::Client,
     allowed: Arc<AllowedEndpoints>,
     limiter: Arc<RateLimiter>,
@@ -106,6 +108,7 @@ impl Setup {
     ) -> Result<Self, StartError> {
         let allowed = AllowedEndpoints::parse(&args.allowed_endpoints)
             .map_err(StartError::AllowedEndpoints)?;
+        let mut authorizer: Option<Arc<dyn robot_api::Authorizer>> = None;
         let token = match (args.server_auth(), &args.server_token_source) {
             (ServerAuth::Bearer, Some(uri)) => {
                 let source = crate::source::parse(uri).map_err(|e| StartError::Token(e.into()))?;
@@ -116,10 +119,16 @@ impl Setup {
                     "--server-auth bearer needs --server-token-source".into(),
                 ));
             }
-            (ServerAuth::GcpIdToken, _) => {
+            (ServerAuth::GcpIdToken, Some(_)) => {
                 return Err(StartError::Flags(
-                    "--server-auth gcp-id-token is not available in this build".into(),
+                    "--server-auth gcp-id-token takes its tokens from the metadata server; drop --server-token-source".into(),
                 ));
+            }
+            (ServerAuth::GcpIdToken, None) => {
+                let tokens = crate::serverauth::GcpIdTokens::from_env()
+                    .map_err(|e| StartError::Flags(format!("--server-auth gcp-id-token: {e}")))?;
+                authorizer = Some(Arc::new(tokens));
+                None
             }
             (ServerAuth::None, _) => None,
         };
@@ -135,6 +144,7 @@ impl Setup {
             metrics,
             health,
             token,
+            authorizer,
         })
     }
 
@@ -199,7 +209,8 @@ impl Setup {
             self.token.as_ref().map(|t| t.header()),
             self.allowed.clone(),
             self.token.as_ref().map(|t| t.refused.clone()),
-        );
+        )
+        .with_authorizer(self.authorizer.clone());
         Reconciler::new(
             self.client(),
             resources.robot.clone(),

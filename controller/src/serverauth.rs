@@ -1,5 +1,10 @@
 //! Credentials for the robot server, kept inside the private network: a
-//! bearer token read from a secret source and re-read to follow rotation.
+//! bearer token read from a secret source and re-read to follow rotation,
+//! or a Google ID token per server ([`GcpIdTokens`]).
+
+mod gcp_id_token;
+
+pub use gcp_id_token::{GcpIdTokens, METADATA_HOST_ENV};
 
 use std::sync::Arc;
 use std::time::Duration;

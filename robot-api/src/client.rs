@@ -3,6 +3,8 @@
 //! means done, and an answer it cannot read is an error, never "not found".
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -37,6 +39,12 @@ pub enum Error {
     },
     #[error("cannot {op} robot: the server redirected to {location:?}; redirects are not followed")]
     Redirected { op: &'static str, location: String },
+    #[error("cannot {op} robot: no credentials for the robot server: {source}")]
+    Authorization {
+        op: &'static str,
+        #[source]
+        source: AuthorizationError,
+    },
     #[error("cannot {op} robot: the server refused our credentials ({status})")]
     Unauthorized { op: &'static str, status: u16 },
     #[error("cannot {op} robot: robot not found")]
@@ -59,6 +67,7 @@ impl Error {
         match self {
             Error::Transport { .. } => true,
             Error::Status { status, .. } => *status >= 500 || *status == 429,
+            Error::Authorization { source, .. } => source.transient,
             _ => false,
         }
     }
@@ -116,6 +125,33 @@ impl fmt::Debug for AuthHeader {
     }
 }
 
+/// Why an [`Authorizer`] has no credentials to give. Never holds a token.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct AuthorizationError {
+    pub message: String,
+    /// Whether asking again later may succeed (a metadata server that
+    /// did not answer, rather than one that said no).
+    pub transient: bool,
+}
+
+pub type AuthorizationFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<HeaderValue>, AuthorizationError>> + Send + 'a>>;
+
+/// Credentials chosen per robot server, for schemes where the credential
+/// depends on the server (a Google ID token's audience is the server's
+/// URL). Set with [`RobotClient::with_authorizer`]; it replaces the
+/// client's [`AuthHeader`].
+pub trait Authorizer: Send + Sync + fmt::Debug {
+    /// The `Authorization` value for the server whose origin
+    /// (`scheme://host[:port]`, no path) is `audience`; `None` sends none.
+    fn authorization<'a>(&'a self, audience: &'a str) -> AuthorizationFuture<'a>;
+
+    /// The server at `audience` answered 401 or 403 to what
+    /// [`authorization`](Self::authorization) gave: do not reuse it.
+    fn refused(&self, _audience: &str) {}
+}
+
 /// An HTTP client configured as robot clients need it: bounded time, no
 /// redirects, no proxy from the environment. Share one per process.
 pub fn http_client(timeout: Duration) -> reqwest::Client {
@@ -137,6 +173,9 @@ pub struct RobotClient {
     robots: Url,
     list: Url,
     auth: Option<AuthHeader>,
+    authorizer: Option<Arc<dyn Authorizer>>,
+    /// `scheme://host[:port]` of the endpoint: what an authorizer is asked for.
+    audience: String,
 }
 
 impl RobotClient {
@@ -174,7 +213,22 @@ impl RobotClient {
             robots: join(&base, &["robots"]),
             list: join(&base, &["v1", "robots"]),
             auth,
+            authorizer: None,
+            audience: base.origin().ascii_serialization(),
         })
+    }
+
+    /// Asks `authorizer` for each request's `Authorization` header instead
+    /// of using the [`AuthHeader`] given to [`new`](Self::new).
+    pub fn with_authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
+        self.authorizer = Some(authorizer);
+        self
+    }
+
+    /// The endpoint's origin, `scheme://host[:port]`: the audience of
+    /// per-server credentials.
+    pub fn audience(&self) -> &str {
+        &self.audience
     }
 
     /// The robot named `name`, or `None` when the server says 404.
@@ -275,7 +329,13 @@ impl RobotClient {
             .http
             .request(method, url)
             .header(ACCEPT, "application/json");
-        if let Some(value) = self.auth.as_ref().and_then(AuthHeader::current) {
+        if let Some(authorizer) = &self.authorizer {
+            match authorizer.authorization(&self.audience).await {
+                Ok(Some(value)) => req = req.header(AUTHORIZATION, value),
+                Ok(None) => {}
+                Err(source) => return Err(Error::Authorization { op, source }),
+            }
+        } else if let Some(value) = self.auth.as_ref().and_then(AuthHeader::current) {
             req = req.header(AUTHORIZATION, value);
         }
         if let Some(robot) = body {
@@ -296,6 +356,9 @@ impl RobotClient {
             return Err(Error::Redirected { op, location });
         }
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            if let Some(authorizer) = &self.authorizer {
+                authorizer.refused(&self.audience);
+            }
             return Err(Error::Unauthorized {
                 op,
                 status: status.as_u16(),
@@ -436,5 +499,101 @@ mod tests {
     fn long_answers_are_quoted_briefly() {
         let q = quote("é".repeat(500).as_bytes());
         assert_eq!(q.chars().count(), MAX_QUOTED_BYTES + 3);
+    }
+
+    /// An authorizer that hands out a fixed header and records what it was
+    /// asked and told.
+    #[derive(Debug, Default)]
+    struct Recording {
+        asked: std::sync::Mutex<Vec<String>>,
+        refused: std::sync::Mutex<Vec<String>>,
+        fail: bool,
+    }
+
+    impl Authorizer for Recording {
+        fn authorization<'a>(&'a self, audience: &'a str) -> AuthorizationFuture<'a> {
+            Box::pin(async move {
+                self.asked.lock().unwrap().push(audience.to_owned());
+                if self.fail {
+                    return Err(AuthorizationError {
+                        message: "the metadata server did not answer".into(),
+                        transient: true,
+                    });
+                }
+                let mut v = HeaderValue::from_static("Bearer id-token-s3cr3t");
+                v.set_sensitive(true);
+                Ok(Some(v))
+            })
+        }
+        fn refused(&self, audience: &str) {
+            self.refused.lock().unwrap().push(audience.to_owned());
+        }
+    }
+
+    /// Answers one HTTP request with `status` and returns the request head.
+    async fn answer_once(
+        listener: tokio::net::TcpListener,
+        status: &'static str,
+    ) -> tokio::task::JoinHandle<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "connection closed mid-request");
+                head.extend_from_slice(&buf[..n]);
+            }
+            let reply =
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            conn.write_all(reply.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&head).into_owned()
+        })
+    }
+
+    #[tokio::test]
+    async fn an_authorizer_is_asked_per_server_and_told_of_refusals() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let request = answer_once(listener, "401 Unauthorized").await;
+        let authorizer = Arc::new(Recording::default());
+        let c = client(&format!("http://127.0.0.1:{port}/prefix/"))
+            .unwrap()
+            .with_authorizer(authorizer.clone());
+        assert_eq!(c.audience(), format!("http://127.0.0.1:{port}"));
+        let err = c.get("r1").await.unwrap_err();
+        assert!(
+            matches!(err, Error::Unauthorized { status: 401, .. }),
+            "{err}"
+        );
+        let head = request.await.unwrap().to_ascii_lowercase();
+        assert!(
+            head.contains("authorization: bearer id-token-s3cr3t"),
+            "{head}"
+        );
+        let audience = format!("http://127.0.0.1:{port}");
+        assert_eq!(*authorizer.asked.lock().unwrap(), [audience.as_str()]);
+        assert_eq!(*authorizer.refused.lock().unwrap(), [audience]);
+        assert!(!format!("{c:?} {err:?}").contains("s3cr3t"));
+    }
+
+    #[tokio::test]
+    async fn an_authorizer_that_cannot_answer_fails_the_request_before_sending() {
+        let authorizer = Arc::new(Recording {
+            fail: true,
+            ..Recording::default()
+        });
+        // Nothing listens on port 9: the request must not be attempted.
+        let c = client("http://127.0.0.1:9")
+            .unwrap()
+            .with_authorizer(authorizer);
+        let err = c.get("r1").await.unwrap_err();
+        assert!(matches!(err, Error::Authorization { .. }), "{err}");
+        assert!(err.is_transient());
+        assert_eq!(
+            err.to_string(),
+            "cannot get robot: no credentials for the robot server: the metadata server did not answer"
+        );
     }
 }

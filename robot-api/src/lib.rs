@@ -7,5 +7,8 @@
 pub mod client;
 pub mod wire;
 
-pub use client::{AuthHeader, Error, RobotClient, http_client};
+pub use client::{
+    AuthHeader, AuthorizationError, AuthorizationFuture, Authorizer, Error, RobotClient,
+    http_client,
+};
 pub use wire::{ErrorBody, InvalidRobot, Robot, RobotList, validate_name};

@@ -21,6 +21,7 @@ pub mod manifests;
 pub mod netns;
 mod pki;
 pub mod process;
+pub mod python;
 mod robot_server;
 mod tokens;
 mod wait;

@@ -13,29 +13,20 @@ pub fn cache_dir() -> PathBuf {
     testenv::binaries::cache_root()
 }
 
-/// A Python tool set, pinned. The venv's name carries a hash of the pins,
-/// so changing a pin builds a new venv instead of mutating the old one.
-pub struct PythonTools {
-    pub name: &'static str,
-    pub requirements: &'static [&'static str],
-}
+/// A Python tool set, pinned; installed by testenv so that tests and
+/// checks share one installer and one cache.
+pub use testenv::python::PythonTools;
 
 /// The test and lint tools from PyPI, grouped so their dependencies never
-/// have to agree with each other.
+/// have to agree with each other. The ones tests need live in testenv.
 pub mod python {
     use super::PythonTools;
+
+    pub use testenv::python::{AWS, GCP};
 
     pub const SCHEMATHESIS: PythonTools = PythonTools {
         name: "schemathesis",
         requirements: &["schemathesis==4.32.5"],
-    };
-    pub const AWS: PythonTools = PythonTools {
-        name: "aws",
-        requirements: &["moto[server]==5.2.5", "awscli==1.45.11"],
-    };
-    pub const GCP: PythonTools = PythonTools {
-        name: "gcp",
-        requirements: &["drongo==0.8.0"],
     };
     pub const LINT: PythonTools = PythonTools {
         name: "lint",
@@ -53,34 +44,6 @@ pub mod python {
         name: "cargo-lambda",
         requirements: &["cargo-lambda==1.9.2"],
     };
-}
-
-impl PythonTools {
-    /// The venv's `bin` directory, creating and filling the venv if needed.
-    pub fn ensure(&self) -> Result<PathBuf> {
-        let digest = fnv1a(self.requirements.join("\n").as_bytes());
-        let venv = cache_dir().join(format!("venv-{}-{digest:016x}", self.name));
-        let bin = venv.join("bin");
-        let marker = venv.join(".installed");
-        if marker.exists() {
-            return Ok(bin);
-        }
-        eprintln!("tools: installing {} into {}", self.name, venv.display());
-        if venv.exists() {
-            std::fs::remove_dir_all(&venv)
-                .with_context(|| format!("removing half-built {}", venv.display()))?;
-        }
-        std::fs::create_dir_all(cache_dir())?;
-        let python = find_program(&["python3"]).context(
-            "python3 is needed to install the Python test tools; install Debian's python3 and python3-venv",
-        )?;
-        run(Command::new(python).args(["-m", "venv"]).arg(&venv))?;
-        run(Command::new(bin.join("pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check"])
-            .args(self.requirements))?;
-        std::fs::write(&marker, self.requirements.join("\n"))?;
-        Ok(bin)
-    }
 }
 
 /// Makes sure each `(command, debian package)` is available, installing the
@@ -174,11 +137,4 @@ pub fn run(cmd: &mut Command) -> Result<()> {
         bail!("{cmd:?} failed: {status}");
     }
     Ok(())
-}
-
-/// A stable, dependency-free hash for cache keys.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }

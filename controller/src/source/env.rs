@@ -27,9 +27,7 @@ impl SecretSource for EnvSource {
     fn fetch(&self) -> FetchFuture<'_> {
         Box::pin(async move {
             match std::env::var_os(&self.var) {
-                None => Err(SourceError::NotFound {
-                    source_uri: self.uri.clone(),
-                }),
+                None => Err(SourceError::not_found(&self.uri)),
                 Some(v) if v.is_empty() => Err(SourceError::Empty {
                     source_uri: self.uri.clone(),
                 }),

@@ -32,7 +32,7 @@ impl SecretSource for FileSource {
             let bytes = tokio::fs::read(&self.path)
                 .await
                 .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => SourceError::NotFound { source_uri: uri() },
+                    std::io::ErrorKind::NotFound => SourceError::not_found(&uri()),
                     std::io::ErrorKind::PermissionDenied => SourceError::PermissionDenied {
                         source_uri: uri(),
                         detail: "the file is not readable by this process".into(),

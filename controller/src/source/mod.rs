@@ -11,15 +11,22 @@
 //! A source returns bytes and a version; it never interprets them, and
 //! neither its errors nor its `Debug` output ever contain them.
 
+mod aws;
 mod env;
 mod file;
+mod gcp;
+mod json_key;
+mod query;
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use aws::AwsSecretsManagerSource;
 pub use env::EnvSource;
 pub use file::FileSource;
+pub use gcp::{ENDPOINT_ENV as GCP_ENDPOINT_ENV, GcpSecretManagerSource};
+pub use json_key::JsonKeySource;
 
 /// Secret bytes. `Debug` prints only the length; memory is zeroed on drop.
 #[derive(Clone, PartialEq, Eq)]
@@ -55,8 +62,12 @@ pub struct Fetched {
 /// never the secret.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("{source_uri}: the secret does not exist")]
-    NotFound { source_uri: String },
+    #[error("{source_uri}: the secret does not exist{}", where_(.place))]
+    NotFound {
+        source_uri: String,
+        /// Where it was looked for, when the URI does not say (a region).
+        place: Option<String>,
+    },
     #[error("{source_uri}: permission denied: {detail}")]
     PermissionDenied { source_uri: String, detail: String },
     #[error("{source_uri}: the secret is empty")]
@@ -65,15 +76,43 @@ pub enum SourceError {
     Invalid { source_uri: String, detail: String },
     #[error("{source_uri}: cannot read the secret: {detail}")]
     Unavailable { source_uri: String, detail: String },
-    #[error("unsupported source {uri:?}: {detail}")]
+    #[error("invalid source {uri:?}: {detail}")]
     BadUri { uri: String, detail: String },
 }
 
+fn where_(place: &Option<String>) -> String {
+    place.as_ref().map(|p| format!(" {p}")).unwrap_or_default()
+}
+
 impl SourceError {
+    /// [`SourceError::NotFound`] for a source whose URI says it all.
+    pub fn not_found(source_uri: &str) -> Self {
+        SourceError::NotFound {
+            source_uri: source_uri.to_owned(),
+            place: None,
+        }
+    }
+
     /// Retrying may help (network, throttling); the others need a human.
     pub fn is_transient(&self) -> bool {
         matches!(self, SourceError::Unavailable { .. })
     }
+}
+
+/// An error and its causes, each once: for transport failures, which
+/// carry addresses and reasons, never content.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<Fetched, SourceError>> + Send + 'a>>;
@@ -104,6 +143,12 @@ pub fn parse(uri: &str) -> Result<Box<dyn SecretSource>, SourceError> {
             ));
         }
         return Ok(Box::new(FileSource::new(uri, path)));
+    }
+    if uri.starts_with(aws::SCHEME) {
+        return aws::parse(uri);
+    }
+    if uri.starts_with(gcp::SCHEME) {
+        return gcp::parse(uri);
     }
     if let Some((scheme, _)) = uri.split_once("://") {
         return Err(bad(&format!(

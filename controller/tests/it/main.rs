@@ -6,4 +6,5 @@ mod crds;
 mod lifecycle;
 mod modes;
 mod reconciler;
+mod secrets;
 mod support;
