@@ -1,12 +1,15 @@
 //! Where secrets come from: the control plane's kubeconfig and the robot
 //! server's token. One trait, implementations chosen by URI:
 //!
-//! | URI | source |
-//! |---|---|
-//! | `/path`, `file:///path` | a file (a mounted secret volume) |
-//! | `env:VAR` | an environment variable (platform-injected secret) |
-//! | `aws-secretsmanager://<id or ARN>?region=&versionStage=&versionId=&jsonKey=` | AWS Secrets Manager |
-//! | `gcp-secretmanager://projects/<p>/secrets/<s>/versions/<v>?jsonKey=` | Google Secret Manager |
+//! | URI | source | access it needs |
+//! |---|---|---|
+//! | `/path`, `file:///path` | a file (a mounted secret volume) | read on the file |
+//! | `env:VAR` | an environment variable (platform-injected secret) | - |
+//! | `aws-secretsmanager://<id or ARN>?region=&versionStage=&versionId=&jsonKey=` | AWS Secrets Manager | `secretsmanager:GetSecretValue` on the one secret (+ `kms:Decrypt` for a customer-managed key) |
+//! | `gcp-secretmanager://projects/<p>/secrets/<s>/versions/<v\|latest>?jsonKey=` | Google Secret Manager | `roles/secretmanager.secretAccessor` on the one secret |
+//!
+//! `jsonKey=K` reads the string under `K` of a secret that is a JSON object.
+//! Query parameters are checked: an unknown or repeated one is an error.
 //!
 //! A source returns bytes and a version; it never interprets them, and
 //! neither its errors nor its `Debug` output ever contain them.

@@ -1005,6 +1005,26 @@ async fn bad_sources_fail_at_start_up_with_one_clear_error() {
         );
     }
 
+    // --server-auth gcp-id-token: its flags are checked at start-up too.
+    for (args, env, needle) in [
+        (
+            vec!["--server-auth", "gcp-id-token", "--server-token-source", "env:TOKEN"],
+            vec![],
+            "takes its tokens from the metadata server; drop --server-token-source",
+        ),
+        (
+            vec!["--server-auth", "gcp-id-token"],
+            vec![("GCE_METADATA_HOST".to_owned(), "metadata/computeMetadata".to_owned())],
+            "GCE_METADATA_HOST=\"metadata/computeMetadata\" must be a host[:port] only",
+        ),
+    ] {
+        let mut args = args;
+        args.extend(["--kubeconfig-source", "env:ROBOT_TEST_UNSET"]);
+        let (code, output) = once(&args, &env).await;
+        assert_eq!(code, Some(2), "{output}");
+        assert!(output.contains(needle), "{output}");
+    }
+
     // The fake's answer with the right checksum is accepted: the start goes
     // past the source (and fails later, at the unreachable control plane).
     let (good_url, _good) = fake_secret_manager(&kubeconfig, crc32c_of(&kubeconfig)).await;
