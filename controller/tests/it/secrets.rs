@@ -1008,13 +1008,21 @@ async fn bad_sources_fail_at_start_up_with_one_clear_error() {
     // --server-auth gcp-id-token: its flags are checked at start-up too.
     for (args, env, needle) in [
         (
-            vec!["--server-auth", "gcp-id-token", "--server-token-source", "env:TOKEN"],
+            vec![
+                "--server-auth",
+                "gcp-id-token",
+                "--server-token-source",
+                "env:TOKEN",
+            ],
             vec![],
             "takes its tokens from the metadata server; drop --server-token-source",
         ),
         (
             vec!["--server-auth", "gcp-id-token"],
-            vec![("GCE_METADATA_HOST".to_owned(), "metadata/computeMetadata".to_owned())],
+            vec![(
+                "GCE_METADATA_HOST".to_owned(),
+                "metadata/computeMetadata".to_owned(),
+            )],
             "GCE_METADATA_HOST=\"metadata/computeMetadata\" must be a host[:port] only",
         ),
     ] {
