@@ -4,6 +4,9 @@
 //! robots, cold start (exec to the first 200 from /healthz, median of 20)
 //! and the stripped binary's size.
 //!
+//! `ROBOT_SERVER_BENCH_STATIC_GLIBC=1` measures a build with glibc linked
+//! statically instead.
+//!
 //! Also home of [`RunningServer`], which the CI steps use to run the binary.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -91,9 +94,19 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// Set to 1 to link glibc statically (`-C target-feature=+crt-static`),
+/// to see what the shared libraries cost in memory and start-up time.
+const STATIC_ENV: &str = "ROBOT_SERVER_BENCH_STATIC_GLIBC";
+
+/// The target triple of a static glibc build: naming it keeps RUSTFLAGS
+/// off build scripts and proc-macros, which cannot be static.
+const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
+
 pub fn bench() -> Result<()> {
     tools::apt(&[("wrk", "wrk")])?;
-    tools::run(cargo().args([
+    let static_glibc = std::env::var(STATIC_ENV).is_ok_and(|v| v == "1");
+    let mut build = cargo();
+    build.args([
         "build",
         "--release",
         "--locked",
@@ -101,8 +114,16 @@ pub fn bench() -> Result<()> {
         "robot-server",
         "--bin",
         "robot-server",
-    ]))?;
-    let binary = binary("release");
+    ]);
+    let binary = if static_glibc {
+        build
+            .args(["--target", STATIC_TARGET])
+            .env("RUSTFLAGS", "-C target-feature=+crt-static");
+        binary(&format!("{STATIC_TARGET}/release"))
+    } else {
+        binary("release")
+    };
+    tools::run(&mut build)?;
     let size = std::fs::metadata(&binary)
         .with_context(|| format!("reading {}", binary.display()))?
         .len();
@@ -163,7 +184,12 @@ pub fn bench() -> Result<()> {
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!();
-    println!("robot-server, release build, loopback; {cores} cores ({cpu})");
+    let linking = if static_glibc {
+        "glibc linked statically"
+    } else {
+        "glibc linked dynamically"
+    };
+    println!("robot-server, release build, {linking}, loopback; {cores} cores ({cpu})");
     println!(
         "load: wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{LOAD_SECONDS}s after a {WARMUP_SECONDS}s warm-up, on the same machine"
     );
@@ -216,7 +242,8 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-/// `robot-server` as cargo builds it for `profile` ("debug" or "release").
+/// `robot-server` as cargo builds it for `profile` ("debug", "release",
+/// or "<target triple>/release").
 pub fn binary(profile: &str) -> PathBuf {
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
