@@ -578,6 +578,19 @@ async fn wait_refused(env: &Env, name: &str) {
     .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Recovery from a kubeconfig rotation: the controller's own view
+/// (/readyz healthy again) and a Robot created afterwards being Ready.
+fn report_kubeconfig(
+    cloud: &str,
+    since_revocation: Duration,
+    since_new_secret: Duration,
+    accepted: Duration,
+) {
+    eprintln!(
+        "rotation ({cloud} kubeconfig): credentials accepted again (/readyz) {accepted:.1?} and a new Robot Ready {since_new_secret:.1?} after the new secret version; {since_revocation:.1?} after the old token was revoked"
+    );
+}
+
 fn report(what: &str, since_revocation: Duration, since_new_secret: Duration) {
     eprintln!(
         "rotation ({what}): recovered {since_new_secret:.1?} after the new secret version, {since_revocation:.1?} after the old credential was revoked"
@@ -651,11 +664,12 @@ async fn aws_secrets_manager_kubeconfig_and_server_token_with_rotation() {
     let updated = Instant::now();
     moto.rotate("robot/kubeconfig", &env.cp.controller_kubeconfig_yaml())
         .await;
+    controller.wait_ready().await;
+    let accepted = updated.elapsed();
     env.create_robot("after-kubeconfig", "green", json!({}))
         .await;
     env.wait_ready("after-kubeconfig").await;
-    report("AWS kubeconfig", revoked.elapsed(), updated.elapsed());
-    controller.wait_ready().await;
+    report_kubeconfig("AWS", revoked.elapsed(), updated.elapsed(), accepted);
 
     // The server's token: the server restarts with a new one (the old one
     // is refused from then on); a Robot created now fails until the secret
@@ -749,11 +763,12 @@ async fn gcp_secret_manager_kubeconfig_and_server_token_with_rotation() {
         .add_version("kubeconfig", &env.cp.controller_kubeconfig_yaml())
         .await;
     drongo.disable("kubeconfig", &kubeconfig_v1).await;
+    controller.wait_ready().await;
+    let accepted = updated.elapsed();
     env.create_robot("after-kubeconfig", "green", json!({}))
         .await;
     env.wait_ready("after-kubeconfig").await;
-    report("GCP kubeconfig", revoked.elapsed(), updated.elapsed());
-    controller.wait_ready().await;
+    report_kubeconfig("GCP", revoked.elapsed(), updated.elapsed(), accepted);
 
     let server_token_b = distinctive("srv-b");
     std::fs::write(&token_file, &server_token_b).unwrap();
