@@ -160,13 +160,55 @@ pub fn bench() -> Result<()> {
     create_robots(server.addr, "bench-", 0..GET_ROBOTS, 1)?;
     let load_before = load_average();
     eprintln!("bench: GET load");
-    wrk(server.addr, &get_script, WARMUP_SECONDS, &[])?;
-    let get = wrk(server.addr, &get_script, LOAD_SECONDS, &[])?;
+    let shared = Placement::Shared;
+    wrk(server.addr, &get_script, WARMUP_SECONDS, &[], shared)?;
+    let cpu_before = server.cpu_seconds()?;
+    let get = wrk(server.addr, &get_script, LOAD_SECONDS, &[], shared)?;
+    let get_cpu_us = (server.cpu_seconds()? - cpu_before) * 1e6 / get.requests as f64;
     eprintln!("bench: POST+DELETE load");
-    wrk(server.addr, &post_delete_script, WARMUP_SECONDS, &["warm"])?;
-    let post_delete = wrk(server.addr, &post_delete_script, LOAD_SECONDS, &["run"])?;
+    wrk(
+        server.addr,
+        &post_delete_script,
+        WARMUP_SECONDS,
+        &["warm"],
+        shared,
+    )?;
+    let post_delete = wrk(
+        server.addr,
+        &post_delete_script,
+        LOAD_SECONDS,
+        &["run"],
+        shared,
+    )?;
     let load_after = load_average();
     let after_load_rss = server.rss_kib()?;
+    server.stop()?;
+
+    // The same GET load with the server and wrk on a core each, so that
+    // neither waits for the other's time slice.
+    eprintln!("bench: GET load, server and wrk pinned to a core each");
+    let mut server = RunningServer::start(&binary, &[], &[("TOKIO_WORKER_THREADS", "1")])?;
+    tools::run(
+        Command::new("taskset")
+            .args(["--all-tasks", "--cpu-list", "--pid", "0"])
+            .arg(server.child.id().to_string())
+            .stdout(Stdio::null()),
+    )?;
+    create_robots(server.addr, "bench-", 0..GET_ROBOTS, 1)?;
+    wrk(
+        server.addr,
+        &get_script,
+        WARMUP_SECONDS,
+        &[],
+        Placement::Pinned,
+    )?;
+    let get_pinned = wrk(
+        server.addr,
+        &get_script,
+        LOAD_SECONDS,
+        &[],
+        Placement::Pinned,
+    )?;
     server.stop()?;
 
     // A fresh server, so the figure is the robots' cost and not the load's.
@@ -206,6 +248,10 @@ pub fn bench() -> Result<()> {
     );
     println!("{}", get.line("GET /robots?name="));
     println!("{}", post_delete.line("POST+DELETE /robots"));
+    println!("{}", get_pinned.line("GET, pinned (1+1 core)"));
+    println!(
+        "server CPU per GET:           {get_cpu_us:.1} µs (user + system, from /proc/<pid>/stat)"
+    );
     println!("idle RSS:                     {}", mib(idle_rss));
     println!("RSS after the loads:          {}", mib(after_load_rss));
     println!("RSS holding {MANY_ROBOTS} robots:  {}", mib(full_rss));
@@ -428,9 +474,32 @@ impl Load {
     }
 }
 
-fn wrk(addr: SocketAddr, script: &Path, seconds: u32, script_args: &[&str]) -> Result<Load> {
-    let output = Command::new("wrk")
-        .arg(format!("-t{WRK_THREADS}"))
+/// Where the load generator runs.
+#[derive(Clone, Copy)]
+enum Placement {
+    /// Its threads and the server's share every core.
+    Shared,
+    /// One wrk thread on CPU 1 (the server is pinned to CPU 0).
+    Pinned,
+}
+
+fn wrk(
+    addr: SocketAddr,
+    script: &Path,
+    seconds: u32,
+    script_args: &[&str],
+    placement: Placement,
+) -> Result<Load> {
+    let (mut command, threads) = match placement {
+        Placement::Shared => (Command::new("wrk"), WRK_THREADS),
+        Placement::Pinned => {
+            let mut taskset = Command::new("taskset");
+            taskset.args(["--cpu-list", "1", "wrk"]);
+            (taskset, 1)
+        }
+    };
+    let output = command
+        .arg(format!("-t{threads}"))
         .arg(format!("-c{CONNECTIONS}"))
         .arg(format!("-d{seconds}s"))
         .arg("-s")
@@ -519,6 +588,22 @@ impl RunningServer {
         format!("http://{}", self.addr)
     }
 
+    /// CPU time the process has used (user + system, all threads).
+    fn cpu_seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name, which is in parentheses.
+        let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> Result<f64> {
+            Ok(fields
+                .get(i)
+                .context("short /proc/<pid>/stat")?
+                .parse::<f64>()?)
+        };
+        // utime and stime are the 14th and 15th fields; `rest` starts at the 3rd.
+        Ok((ticks(11)? + ticks(12)?) / clock_ticks_per_second())
+    }
+
     /// Resident memory of the process, in KiB.
     pub fn rss_kib(&self) -> Result<u64> {
         self.status_kib("VmRSS:")
@@ -566,6 +651,16 @@ impl Drop for RunningServer {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The kernel's clock tick (`getconf CLK_TCK`), 100 on Linux in practice.
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 /// The address of robot-server's JSON "listening" log line.
