@@ -18,6 +18,9 @@ use crate::managed::events::Events;
 use crate::managed::types::Reference;
 use crate::managed::usage::{PROVIDER_CONFIG_LABEL, UsageStore};
 
+/// How long a ProviderConfig reconcile lets a burst of usage changes settle.
+const SETTLE: Duration = Duration::from_millis(300);
+
 /// Crossplane's finalizer on a ProviderConfig that has users.
 pub const IN_USE_FINALIZER: &str = "in-use.crossplane.io";
 

@@ -393,6 +393,17 @@ async fn cancel_on_signal(stop: CancellationToken) {
     stop.cancel();
 }
 
+/// Drops what the caches never read: managed fields and kubectl's copy of
+/// the last applied object are most of an object's size. Nothing is ever
+/// written back from a cached object whole, so nothing is lost.
+fn slim<K: kube::Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
 /// The reconcile triggers of a Robot: changes a reconcile must react to.
 /// Our own bookkeeping (create-* annotations, finalizers, status) is left
 /// out, so writing it does not wake the Robot again.
@@ -448,6 +459,7 @@ async fn run_controllers(
         wc.clone(),
     )
     .default_backoff()
+    .modify(slim)
     .reflect(usage_writer)
     .touched_objects()
     .filter_map(move |u| {
@@ -459,7 +471,9 @@ async fn run_controllers(
     });
 
     // ProviderConfigs: one watch feeds the lookup cache, the in-use
-    // controller, and wakes the Robots that use a config when it changes.
+    // controller, and wakes the Robots that use a config when its spec
+    // changes. Only the spec: the users count in its status changes with
+    // every Robot created, and waking every Robot each time is quadratic.
     let pc_writer =
         reflector::store::Writer::<ProviderConfigObject>::new(res.provider_config.clone());
     let pc_store = pc_writer.as_reader();
@@ -469,10 +483,19 @@ async fn run_controllers(
         wc.clone(),
     )
     .default_backoff()
+    .modify(slim)
     .reflect(pc_writer)
     .applied_objects()
-    .inspect_ok(move |pc| {
-        let _ = wake_tx.send(pc.name_any());
+    .inspect_ok({
+        let seen = std::sync::Mutex::new(HashMap::<String, Option<i64>>::new());
+        move |pc| {
+            let name = pc.name_any();
+            let generation = pc.metadata.generation;
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.insert(name.clone(), generation) != Some(generation) {
+                let _ = wake_tx.send(name);
+            }
+        }
     });
 
     let lookup_store = pc_store.clone();
@@ -500,6 +523,7 @@ async fn run_controllers(
         wc.clone(),
     )
     .default_backoff()
+    .modify(slim)
     .reflect(robot_writer)
     .applied_objects()
     .predicate_filter(robot_trigger, PredicateConfig::default());
@@ -528,6 +552,8 @@ async fn run_controllers(
         });
 
     let pcs = Controller::for_stream_with(pc_stream, pc_store, res.provider_config.clone())
+        // Usages arrive in bursts when many Robots are created: count once
+        // the burst settles rather than write the users count each time.
         .reconcile_on(usage_triggers)
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile_provider_config, pc_error_policy, ctx.clone())

@@ -32,6 +32,8 @@ enum Task {
     Bench {
         #[arg(value_enum)]
         target: bench::Target,
+        #[command(flatten)]
+        options: bench::Options,
     },
     /// Start a control plane, robot server and controller in the
     /// background; writes target/dev/kubeconfig and target/dev/env.
@@ -50,7 +52,7 @@ fn main() -> Result<()> {
     std::env::set_current_dir(&root)?;
     match Cli::parse().task {
         Task::Ci { only } => ci::run(&only),
-        Task::Bench { target } => bench::run(target),
+        Task::Bench { target, options } => bench::run(target, &options),
         Task::Up(args) => dev::up(&args).map(drop),
         Task::Down => dev::down(),
         Task::Demo(args) => dev::demo(&args),

@@ -1,0 +1,445 @@
+//! `cargo xtask bench controller`: the release controller with default
+//! flags against a real control plane and the release robot server, all on
+//! this machine. For N Robots applied at once: time until all are Ready and
+//! Synced, control-plane requests per Robot while converging, robot-server
+//! calls, controller RSS; then a steady-state window: control-plane writes
+//! (should be none), requests, robot-server calls, CPU. And the time from
+//! exec to the first finished reconcile (file source), median of 10.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+use testenv::process::{ChildProcess, free_port, rss_kib};
+use testenv::{ControlPlane, CrdSet, Options};
+
+/// Robots applied at once, per run; the last is the 10 000 of the targets.
+pub const SIZES: &[usize] = &[100, 1000, 10_000];
+/// Robots created concurrently by the benchmark's own client.
+const APPLY_CONCURRENCY: usize = 64;
+const FIRST_RECONCILE_RUNS: usize = 10;
+
+pub fn bench(sizes: &[usize], steady: Duration) -> Result<()> {
+    let bins = build_release()?;
+    testenv::install_crypto_provider();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        println!("controller benchmark: release binaries, default flags, control plane on the same cores");
+        for &n in sizes {
+            let f = converge(&bins, n, steady).await.with_context(|| format!("{n} Robots"))?;
+            f.print();
+        }
+        let first = first_reconcile(&bins).await?;
+        println!("start to first finished reconcile (file source, median of {FIRST_RECONCILE_RUNS}): {first:?}");
+        Ok(())
+    })
+}
+
+struct Binaries {
+    server: PathBuf,
+    controller: PathBuf,
+}
+
+fn build_release() -> Result<Binaries> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    crate::tools::run(Command::new(cargo).args([
+        "build",
+        "--release",
+        "--locked",
+        "--quiet",
+        "-p",
+        "robot-server",
+        "-p",
+        "robot-controller",
+    ]))?;
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| testenv::workspace_root().join("target"))
+        .join("release");
+    Ok(Binaries {
+        server: dir.join("robot-server"),
+        controller: dir.join("robot-controller"),
+    })
+}
+
+fn robot_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("iam.dummy.crossplane.io", "v1alpha1", "Robot"),
+        "robots",
+    )
+}
+
+fn pc_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("dummy.crossplane.io", "v1alpha1", "ProviderConfig"),
+        "providerconfigs",
+    )
+}
+
+fn loopback() -> Result<SocketAddr> {
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    Ok(SocketAddr::new(ip, free_port(ip)?))
+}
+
+/// A control plane, the robot server and (once started) the controller.
+struct Stack {
+    cp: ControlPlane,
+    admin: kube::Client,
+    // Kept alive for the run; killed on drop.
+    _server: ChildProcess,
+    server_addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Stack {
+    async fn start(bins: &Binaries) -> Result<Stack> {
+        let cp = ControlPlane::start(Options {
+            crds: CrdSet::Ours,
+            ..Options::default()
+        })
+        .await?;
+        let admin = cp.admin_client().await?;
+        let dir = tempfile::tempdir()?;
+        let server_addr = loopback()?;
+        let mut cmd = Command::new(&bins.server);
+        cmd.args(["--listen", &server_addr.to_string(), "--log-filter", "warn"]);
+        let server = ChildProcess::spawn("robot-server", cmd, &dir.path().join("server.log"))?;
+        wait_http(server_addr, "/healthz").await?;
+        let pc = json!({
+            "apiVersion": "dummy.crossplane.io/v1alpha1",
+            "kind": "ProviderConfig",
+            "metadata": { "name": "default" },
+            "spec": { "endpoint": format!("http://{server_addr}") },
+        });
+        Api::<DynamicObject>::all_with(admin.clone(), &pc_resource())
+            .patch(
+                "default",
+                &PatchParams::apply("bench").force(),
+                &Patch::Apply(&pc),
+            )
+            .await?;
+        Ok(Stack {
+            cp,
+            admin,
+            _server: server,
+            server_addr,
+            dir,
+        })
+    }
+
+    fn controller(&self, bins: &Binaries, health: SocketAddr) -> Result<ChildProcess> {
+        let mut cmd = Command::new(&bins.controller);
+        cmd.arg("run")
+            .arg("--kubeconfig-source")
+            .arg(self.cp.controller_kubeconfig_path())
+            .args([
+                "--health-listen",
+                &health.to_string(),
+                "--log-filter",
+                "warn",
+            ]);
+        Ok(ChildProcess::spawn(
+            "robot-controller",
+            cmd,
+            &self
+                .dir
+                .path()
+                .join(format!("controller-{}.log", health.port())),
+        )?)
+    }
+
+    async fn create_robots(&self, n: usize, prefix: &str) -> Result<()> {
+        let api: Api<DynamicObject> = Api::all_with(self.admin.clone(), &robot_resource());
+        futures::stream::iter(0..n)
+            .map(|i| {
+                let api = api.clone();
+                async move {
+                    let robot: DynamicObject = serde_json::from_value(json!({
+                        "apiVersion": "iam.dummy.crossplane.io/v1alpha1",
+                        "kind": "Robot",
+                        "metadata": { "name": format!("{prefix}-{i:05}") },
+                        "spec": { "forProvider": { "color": "yellow" } },
+                    }))?;
+                    api.create(&PostParams::default(), &robot).await?;
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(APPLY_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until `n` Robots are Ready and Synced, watching (not polling).
+    async fn wait_all_ready(&self, n: usize, timeout: Duration) -> Result<()> {
+        let api: Api<DynamicObject> = Api::all_with(self.admin.clone(), &robot_resource());
+        let ready = Arc::new(dashmap_like::Set::default());
+        let count = Arc::new(AtomicUsize::new(0));
+        let stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .try_for_each(|r| {
+                let name = r.metadata.name.clone().unwrap_or_default();
+                let ok = ["Ready", "Synced"].iter().all(|t| is_true(&r, t));
+                if ok && ready.insert(name) {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                async { Ok(()) }
+            });
+        let done = async {
+            while count.load(Ordering::Relaxed) < n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::select! {
+            r = stream => bail!("watch ended: {r:?}"),
+            _ = done => Ok(()),
+            _ = tokio::time::sleep(timeout) => bail!(
+                "only {} of {n} Robots Ready after {timeout:?}",
+                count.load(Ordering::Relaxed)
+            ),
+        }
+    }
+}
+
+fn is_true(r: &DynamicObject, type_: &str) -> bool {
+    r.data["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == type_ && c["status"] == "True")
+    })
+}
+
+/// A set usable from the watch callback without locking the world.
+mod dashmap_like {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    pub struct Set(Mutex<HashSet<String>>);
+
+    impl Set {
+        pub fn insert(&self, s: String) -> bool {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(s)
+        }
+    }
+}
+
+struct Figures {
+    n: usize,
+    ready_after: Duration,
+    kube_requests: f64,
+    kube_writes: f64,
+    server_calls: f64,
+    rss_mib: f64,
+    steady: Option<Steady>,
+}
+
+struct Steady {
+    window: Duration,
+    kube_requests: f64,
+    kube_writes: f64,
+    server_calls: f64,
+    cpu_seconds: f64,
+    rss_mib: f64,
+}
+
+impl Figures {
+    fn print(&self) {
+        let n = self.n as f64;
+        println!(
+            "{} Robots: all Ready+Synced {:.2}s after apply; control-plane requests {:.0} ({:.1}/Robot, writes {:.1}/Robot); \
+             robot-server calls {:.0} ({:.1}/Robot); controller RSS {:.1} MiB",
+            self.n,
+            self.ready_after.as_secs_f64(),
+            self.kube_requests,
+            self.kube_requests / n,
+            self.kube_writes / n,
+            self.server_calls,
+            self.server_calls / n,
+            self.rss_mib,
+        );
+        if let Some(s) = &self.steady {
+            let per_min = 60.0 / s.window.as_secs_f64();
+            println!(
+                "  steady state over {:?}: control-plane writes {:.0}/min, requests {:.0}/min, \
+                 robot-server calls {:.0}/min, controller CPU {:.2}s/min, RSS {:.1} MiB",
+                s.window,
+                s.kube_writes * per_min,
+                s.kube_requests * per_min,
+                s.server_calls * per_min,
+                s.cpu_seconds * per_min,
+                s.rss_mib,
+            );
+        }
+    }
+}
+
+async fn converge(bins: &Binaries, n: usize, steady: Duration) -> Result<Figures> {
+    let stack = Stack::start(bins).await?;
+    let health = loopback()?;
+    let controller = stack.controller(bins, health)?;
+    wait_http(health, "/readyz").await?;
+    let before = Scrape::take(health, stack.server_addr).await?;
+    let started = Instant::now();
+    let (created, ready) = tokio::join!(
+        stack.create_robots(n, "bench"),
+        stack.wait_all_ready(n, Duration::from_secs(600))
+    );
+    created?;
+    ready?;
+    let ready_after = started.elapsed();
+    let after = Scrape::take(health, stack.server_addr).await?;
+    let rss = rss_mib(controller.id());
+    let steady = if steady.is_zero() {
+        None
+    } else {
+        // Let the last writes' watch events settle, then measure a window.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let a = Scrape::take(health, stack.server_addr).await?;
+        let cpu0 = cpu_seconds(controller.id());
+        tokio::time::sleep(steady).await;
+        let b = Scrape::take(health, stack.server_addr).await?;
+        Some(Steady {
+            window: steady,
+            kube_requests: b.kube_requests - a.kube_requests,
+            kube_writes: b.kube_writes - a.kube_writes,
+            server_calls: b.server_calls - a.server_calls,
+            cpu_seconds: cpu_seconds(controller.id()) - cpu0,
+            rss_mib: rss_mib(controller.id()),
+        })
+    };
+    drop(controller);
+    Ok(Figures {
+        n,
+        ready_after,
+        kube_requests: after.kube_requests - before.kube_requests,
+        kube_writes: after.kube_writes - before.kube_writes,
+        server_calls: after.server_calls - before.server_calls,
+        rss_mib: rss,
+        steady,
+    })
+}
+
+/// Exec to the first reconcile finished, with one Robot waiting.
+async fn first_reconcile(bins: &Binaries) -> Result<Duration> {
+    let stack = Stack::start(bins).await?;
+    stack.create_robots(1, "first").await?;
+    let mut times = Vec::new();
+    for _ in 0..FIRST_RECONCILE_RUNS {
+        let health = loopback()?;
+        let started = Instant::now();
+        let controller = stack.controller(bins, health)?;
+        loop {
+            let reconciles = get_metrics(health)
+                .await
+                .map(|m| sum(&m, "robot_controller_reconciles_total", |_| true))
+                .unwrap_or(0.0);
+            if reconciles >= 1.0 {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("no reconcile within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        times.push(started.elapsed());
+        drop(controller);
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+struct Scrape {
+    kube_requests: f64,
+    kube_writes: f64,
+    server_calls: f64,
+}
+
+impl Scrape {
+    async fn take(controller: SocketAddr, server: SocketAddr) -> Result<Scrape> {
+        let c = get_metrics(controller)
+            .await
+            .context("controller /metrics")?;
+        let s = get_metrics(server).await.context("robot-server /metrics")?;
+        Ok(Scrape {
+            kube_requests: sum(&c, "robot_controller_kube_requests_total", |_| true),
+            kube_writes: sum(&c, "robot_controller_kube_requests_total", |l| {
+                !l.contains("verb=\"get\"") && !l.contains("verb=\"watch\"")
+            }),
+            server_calls: sum(&s, "robot_server_http_requests_total", |l| {
+                l.contains("route=\"/robots\"")
+            }),
+        })
+    }
+}
+
+fn sum(metrics: &str, name: &str, filter: impl Fn(&str) -> bool) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && filter(l))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn get_metrics(addr: SocketAddr) -> Option<String> {
+    tokio::task::spawn_blocking(move || {
+        testenv::http::get(addr, "/metrics", Duration::from_secs(5)).ok()
+    })
+    .await
+    .ok()
+    .flatten()
+    .map(|r| r.body)
+}
+
+async fn wait_http(addr: SocketAddr, path: &'static str) -> Result<()> {
+    testenv::wait_for(
+        &format!("{path} on {addr}"),
+        Duration::from_secs(60),
+        || async move {
+            tokio::task::spawn_blocking(move || {
+                testenv::http::get(addr, path, Duration::from_secs(1)).ok()
+            })
+            .await
+            .ok()
+            .flatten()
+            .filter(|r| r.status == 200)
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    rss_kib(pid).map(|k| k as f64 / 1024.0).unwrap_or(f64::NAN)
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat"))
+        .unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of /proc/pid/stat, 12 and 13 here.
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    // Linux has used 100 Hz USER_HZ for /proc on every architecture since 2.6.
+    100.0
+}
