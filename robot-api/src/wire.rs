@@ -15,14 +15,42 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// A robot as the reference server stores it: `{"name": "...", "color": "..."}`.
 ///
-/// Unknown fields are ignored and missing ones read as empty, as Go's
-/// `encoding/json` does for the reference server.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Read as Go's `encoding/json` reads it for the reference server: unknown
+/// fields are ignored, missing ones are empty, and only a JSON object is a
+/// robot (serde's derive would also take `["name", "color"]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct Robot {
-    #[serde(default)]
     pub name: String,
-    #[serde(default)]
     pub color: String,
+}
+
+impl<'de> Deserialize<'de> for Robot {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RobotObject;
+        impl<'de> serde::de::Visitor<'de> for RobotObject {
+            type Value = Robot;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object with name and color")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Robot, A::Error> {
+                let mut robot = Robot::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "name" => robot.name = map.next_value()?,
+                        "color" => robot.color = map.next_value()?,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(robot)
+            }
+        }
+        d.deserialize_map(RobotObject)
+    }
 }
 
 impl Robot {
@@ -100,6 +128,15 @@ mod tests {
     fn missing_and_unknown_fields_read_like_go() {
         let r: Robot = serde_json::from_str(r#"{"name":"a","extra":1}"#).unwrap();
         assert_eq!(r, Robot::new("a", ""));
+    }
+
+    #[test]
+    fn only_objects_are_robots() {
+        assert!(serde_json::from_str::<Robot>(r#"["a","b"]"#).is_err());
+        assert!(serde_json::from_str::<Robot>(r#""a""#).is_err());
+        assert!(serde_json::from_str::<Robot>(r#"{"name":1}"#).is_err());
+        let r: Robot = serde_json::from_str(r#"{"color":"c","name":"n","name2":[1]}"#).unwrap();
+        assert_eq!(r, Robot::new("n", "c"));
     }
 
     #[test]
