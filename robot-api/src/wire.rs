@@ -17,7 +17,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 ///
 /// Read as Go's `encoding/json` reads it for the reference server: unknown
 /// fields are ignored, missing ones are empty, and only a JSON object is a
-/// robot (serde's derive would also take `["name", "color"]`).
+/// robot (serde's derive would also take `["name", "color"]`). A field given
+/// twice is refused: Go would keep the last, but an ambiguous robot is
+/// better refused than guessed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct Robot {
     pub name: String,
@@ -36,17 +38,27 @@ impl<'de> Deserialize<'de> for Robot {
                 self,
                 mut map: A,
             ) -> Result<Robot, A::Error> {
-                let mut robot = Robot::default();
+                let (mut name, mut color) = (None::<String>, None::<String>);
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    match key.as_ref() {
-                        "name" => robot.name = map.next_value()?,
-                        "color" => robot.color = map.next_value()?,
+                    let slot = match key.as_ref() {
+                        "name" => &mut name,
+                        "color" => &mut color,
                         _ => {
                             map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
                         }
+                    };
+                    if slot.is_some() {
+                        return Err(serde::de::Error::custom(format_args!(
+                            "duplicate field `{key}`"
+                        )));
                     }
+                    *slot = Some(map.next_value()?);
                 }
-                Ok(robot)
+                Ok(Robot {
+                    name: name.unwrap_or_default(),
+                    color: color.unwrap_or_default(),
+                })
             }
         }
         d.deserialize_map(RobotObject)
@@ -135,6 +147,7 @@ mod tests {
         assert!(serde_json::from_str::<Robot>(r#"["a","b"]"#).is_err());
         assert!(serde_json::from_str::<Robot>(r#""a""#).is_err());
         assert!(serde_json::from_str::<Robot>(r#"{"name":1}"#).is_err());
+        assert!(serde_json::from_str::<Robot>(r#"{"name":"a","name":"b"}"#).is_err());
         let r: Robot = serde_json::from_str(r#"{"color":"c","name":"n","name2":[1]}"#).unwrap();
         assert_eq!(r, Robot::new("n", "c"));
     }
