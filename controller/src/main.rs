@@ -4,6 +4,9 @@ use clap::Parser;
 use robot_controller::cli::{Cli, Command};
 use robot_controller::{crd, runtime, telemetry};
 
+/// Set by AWS Lambda (and its emulators) in every function's environment.
+const LAMBDA_RUNTIME_API: &str = "AWS_LAMBDA_RUNTIME_API";
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // One TLS provider for the whole process: kube, reqwest and the cloud
@@ -22,8 +25,16 @@ async fn main() -> ExitCode {
     match cli.command {
         Some(Command::Once(_)) => runtime::once(args).await,
         Some(Command::Lambda(_)) => runtime::lambda(args).await,
+        // Lambda starts the package's `bootstrap` with no arguments: without
+        // a subcommand, the Lambda environment itself selects `lambda`. An
+        // explicit subcommand always wins.
+        None if lambda_environment() => runtime::lambda(args).await,
         _ => runtime::run(args).await,
     }
+}
+
+fn lambda_environment() -> bool {
+    std::env::var_os(LAMBDA_RUNTIME_API).is_some_and(|v| !v.is_empty())
 }
 
 fn print_crds(args: &robot_controller::cli::CrdsArgs) -> ExitCode {

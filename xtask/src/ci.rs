@@ -49,6 +49,14 @@ pub const STEPS: &[Step] = &[
         run: crate::checks::checkov::step,
     },
     Step {
+        name: "packaging",
+        run: crate::checks::packaging::step,
+    },
+    Step {
+        name: "lambda",
+        run: crate::checks::packaging::lambda::step,
+    },
+    Step {
         name: "schemathesis",
         run: schemathesis,
     },

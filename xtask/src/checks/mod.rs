@@ -1,2 +1,3 @@
 pub mod checkov;
+pub mod packaging;
 pub mod terraform;
