@@ -15,6 +15,7 @@ mod controlplane;
 pub mod devstack;
 mod error;
 mod etcd;
+pub mod faultproxy;
 pub mod http;
 pub mod kubeconfig;
 pub mod manifests;
