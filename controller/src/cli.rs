@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::crd::Generation;
-use crate::telemetry::LogFormat;
+use robot_logging::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -176,7 +176,7 @@ pub struct RunArgs {
     pub shutdown_timeout: Duration,
 
     /// Log format: json for log collectors, text for people; auto is json
-    /// unless stderr is a terminal.
+    /// unless stdout is a terminal.
     #[arg(long, env = "ROBOT_CONTROLLER_LOG_FORMAT", default_value = "auto")]
     pub log_format: LogFormat,
 

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use robot_controller::cli::{Cli, Command};
-use robot_controller::{crd, runtime, telemetry};
+use robot_controller::{crd, runtime};
 
 /// Set by AWS Lambda (and its emulators) in every function's environment.
 const LAMBDA_RUNTIME_API: &str = "AWS_LAMBDA_RUNTIME_API";
@@ -18,7 +18,7 @@ async fn main() -> ExitCode {
         Some(Command::Run(a) | Command::Once(a) | Command::Lambda(a)) => a.clone(),
         None => cli.run.clone(),
     };
-    if let Err(e) = telemetry::init_logging(args.log_format, &args.log_filter) {
+    if let Err(e) = robot_logging::init(args.log_format, &args.log_filter) {
         eprintln!("robot-controller: {e}");
         return ExitCode::from(runtime::EXIT_CONFIG);
     }

@@ -294,6 +294,18 @@ impl InUseReconciler {
         &self,
         pc: Arc<ProviderConfigObject>,
     ) -> Result<Option<Duration>, Error> {
+        // Counting users in a cache that has not listed yet would count none,
+        // and a used ProviderConfig would lose its finalizer.
+        if self.usages.wait_until_ready().await.is_err() {
+            return Ok(Some(Duration::from_secs(1)));
+        }
+        // Usages come in bursts when many Robots are created at once. The
+        // controller runs one reconcile per ProviderConfig at a time and
+        // folds the requests that arrive meanwhile into one, so a short
+        // pause here turns a burst into one count and one write. (The
+        // controller's own debounce would also stop it reading the watch
+        // that the Robot reconciler's ProviderConfig cache depends on.)
+        tokio::time::sleep(SETTLE).await;
         let name = pc.name_any();
         let users = self.users(&name);
         let err = |source| Error {

@@ -1,11 +1,9 @@
 //! Logs, metrics and the health endpoints.
 //!
-//! Logs are JSON with `severity` and `message` (what Cloud Logging and
-//! CloudWatch Logs Insights parse) unless stderr is a terminal. Metrics are
+//! Logs are set up by `robot-logging`, as the server's. Metrics are
 //! Prometheus text on `/metrics`; `/healthz` says the process is alive,
 //! `/readyz` that it is doing its job (watches synced, credentials good).
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -20,41 +18,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Auto,
-    Text,
-    Json,
-}
-
-/// Installs the global logger. Errors only if one is installed already.
-pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
-    let filter = EnvFilter::try_new(filter).map_err(|e| format!("invalid --log-filter: {e}"))?;
-    let json = match format {
-        LogFormat::Json => true,
-        LogFormat::Text => false,
-        LogFormat::Auto => !std::io::stderr().is_terminal(),
-    };
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = if json {
-        registry
-            .with(tracing_stackdriver::layer().with_writer(std::io::stderr))
-            .try_init()
-    } else {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(std::io::stderr().is_terminal())
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()
-    };
-    result.map_err(|e| e.to_string())
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {

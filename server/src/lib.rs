@@ -12,7 +12,6 @@ mod openapi;
 mod routes;
 mod serve;
 mod store;
-pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

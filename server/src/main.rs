@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use robot_server::telemetry::{self, LogFormat};
+use robot_logging::LogFormat;
 use robot_server::{BearerToken, Config, DEFAULT_LISTEN};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -71,7 +71,7 @@ const BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Err(e) = telemetry::init(args.log_format, &args.log_filter) {
+    if let Err(e) = robot_logging::init(args.log_format, &args.log_filter) {
         eprintln!("robot-server: {e}");
         return ExitCode::from(BAD_CONFIG);
     }

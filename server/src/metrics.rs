@@ -163,13 +163,14 @@ pub async fn record(State(app): State<App>, request: Request, next: Next) -> Res
         .latency
         .get_or_create(&RouteLabels { route, method })
         .observe(elapsed.as_secs_f64());
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    // Whole microseconds: log collectors index integers as numbers.
+    let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     // Only the path: the query holds robot names, which are not ours to log.
     let path = uri.path();
     if response.status().is_server_error() {
-        tracing::warn!(target: ACCESS_LOG, method, %path, status, latency_ms, "request failed");
+        tracing::warn!(target: ACCESS_LOG, method, %path, status, latency_us, "request failed");
     } else {
-        tracing::debug!(target: ACCESS_LOG, method, %path, status, latency_ms, "request");
+        tracing::debug!(target: ACCESS_LOG, method, %path, status, latency_us, "request");
     }
     response
 }

@@ -66,7 +66,7 @@ async fn every_flag_reads_its_environment_variable() {
     assert_eq!(event["severity"], "DEBUG");
     assert_eq!(event["path"], "/v1/robots");
     assert!(event["status"].is_u64());
-    assert!(event["latency_ms"].is_f64());
+    assert!(event["latency_us"].is_u64());
 }
 
 #[test]
