@@ -3,6 +3,7 @@
 //! real controller binary. One test binary, so the dependencies link once.
 
 mod crds;
+mod faults;
 mod lambda;
 mod lifecycle;
 mod modes;
