@@ -4,6 +4,7 @@
 
 mod crds;
 mod faults;
+mod hostile;
 mod lambda;
 mod lifecycle;
 mod modes;
