@@ -9,5 +9,6 @@ mod lambda;
 mod lifecycle;
 mod modes;
 mod reconciler;
+mod scale;
 mod secrets;
 mod support;

@@ -3,6 +3,7 @@
 
 pub mod controller;
 pub mod server;
+pub mod soak;
 
 use anyhow::Result;
 
@@ -14,6 +15,14 @@ pub enum Target {
     /// robot-controller: convergence time, control-plane and robot-server
     /// requests, memory and CPU at steady state, start to first reconcile.
     Controller,
+    /// robot-controller at 10 000 Robots: time to Ready, requests by verb,
+    /// peak RSS, then a long steady state (calls per poll interval, CPU).
+    Scale,
+    /// robot-server under many checking clients for 10 minutes: errors,
+    /// RSS over time.
+    ServerSoak,
+    /// The controller SIGKILL chaos test with many runs.
+    Chaos,
 }
 
 /// Knobs of the longer benchmarks.
@@ -25,11 +34,32 @@ pub struct Options {
     /// controller: length of the steady-state window after convergence.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub steady: std::time::Duration,
+    /// scale: Robots applied at once.
+    #[arg(long, default_value_t = 10_000)]
+    pub scale_robots: usize,
+    /// scale: length of the steady-state window.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub scale_steady: std::time::Duration,
+    /// server-soak: how long.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub soak: std::time::Duration,
+    /// server-soak: concurrent keep-alive clients.
+    #[arg(long, default_value_t = 128)]
+    pub clients: usize,
+    /// chaos: runs of four SIGKILLs each.
+    #[arg(long, default_value_t = 100)]
+    pub chaos_runs: usize,
+    /// chaos: the schedule's seed (default: the test's).
+    #[arg(long)]
+    pub chaos_seed: Option<u64>,
 }
 
 pub fn run(target: Target, options: &Options) -> Result<()> {
     match target {
         Target::Server => server::bench(),
         Target::Controller => controller::bench(&options.sizes, options.steady),
+        Target::Scale => soak::scale(options.scale_robots, options.scale_steady),
+        Target::ServerSoak => soak::server_soak(options.soak, options.clients),
+        Target::Chaos => soak::chaos(options.chaos_runs, options.chaos_seed),
     }
 }
