@@ -231,12 +231,13 @@ impl RobotClient {
         &self.audience
     }
 
-    /// The robot named `name`, or `None` when the server says 404.
+    /// The robot named `name`, or `None` when the server says it has no
+    /// such robot (404 `Robot not found`).
     pub async fn get(&self, name: &str) -> Result<Option<Robot>, Error> {
         const OP: &str = "get";
         let resp = self.send(OP, Method::GET, Some(name), None).await?;
         match resp.status() {
-            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::NOT_FOUND => robot_not_found(OP, resp).await.map(|()| None),
             s if s.is_success() => Ok(Some(decode(OP, resp).await?)),
             _ => Err(failure(OP, resp).await),
         }
@@ -267,19 +268,22 @@ impl RobotClient {
         robot.validate()?;
         let resp = self.send(OP, Method::PUT, Some(name), Some(robot)).await?;
         match resp.status() {
-            StatusCode::NOT_FOUND => Err(Error::NotFound { op: OP }),
+            StatusCode::NOT_FOUND => {
+                robot_not_found(OP, resp).await?;
+                Err(Error::NotFound { op: OP })
+            }
             s if s.is_success() => Ok(()),
             _ => Err(failure(OP, resp).await),
         }
     }
 
-    /// Deletes the robot named `name`. Idempotent: `Ok(false)` when it was
-    /// already gone.
+    /// Deletes the robot named `name`. Idempotent: `Ok(false)` when the
+    /// server says it was already gone (404 `Robot not found`).
     pub async fn delete(&self, name: &str) -> Result<bool, Error> {
         const OP: &str = "delete";
         let resp = self.send(OP, Method::DELETE, Some(name), None).await?;
         match resp.status() {
-            StatusCode::NOT_FOUND => Ok(false),
+            StatusCode::NOT_FOUND => robot_not_found(OP, resp).await.map(|()| false),
             s if s.is_success() => Ok(true),
             _ => Err(failure(OP, resp).await),
         }
@@ -425,6 +429,18 @@ async fn decode<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Checks that a 404 is the robot API saying "no such robot" (`Robot not
+/// found`, as our JSON error or the reference's plain text). Any other 404
+/// (a wrong path prefix, another service on the port, a proxy's error page)
+/// says nothing about the robot: reading it as "gone" would let a delete
+/// finish while the robot lives on, so it is an error.
+async fn robot_not_found(op: &'static str, resp: Response) -> Result<(), Error> {
+    match failure(op, resp).await {
+        Error::Status { message, .. } if message.trim() == messages::NOT_FOUND => Ok(()),
+        other => Err(other),
+    }
+}
+
 /// Turns a non-success answer into an error carrying the server's message,
 /// from our JSON error body or the reference server's plain text.
 async fn failure(op: &'static str, resp: Response) -> Error {
@@ -535,6 +551,15 @@ mod tests {
         listener: tokio::net::TcpListener,
         status: &'static str,
     ) -> tokio::task::JoinHandle<String> {
+        answer_once_with(listener, status, "").await
+    }
+
+    /// As [`answer_once`], with `body` (plain text).
+    async fn answer_once_with(
+        listener: tokio::net::TcpListener,
+        status: &'static str,
+        body: &'static str,
+    ) -> tokio::task::JoinHandle<String> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         tokio::spawn(async move {
             let (mut conn, _) = listener.accept().await.unwrap();
@@ -545,8 +570,10 @@ mod tests {
                 assert!(n > 0, "connection closed mid-request");
                 head.extend_from_slice(&buf[..n]);
             }
-            let reply =
-                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let reply = format!(
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
             conn.write_all(reply.as_bytes()).await.unwrap();
             String::from_utf8_lossy(&head).into_owned()
         })
@@ -595,5 +622,71 @@ mod tests {
             err.to_string(),
             "cannot get robot: no credentials for the robot server: the metadata server did not answer"
         );
+    }
+
+    #[tokio::test]
+    async fn only_the_robot_apis_404_means_no_such_robot() {
+        async fn answer(status: &'static str, body: &'static str) -> RobotClient {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            drop(answer_once_with(listener, status, body).await);
+            client(&format!("http://127.0.0.1:{port}")).unwrap()
+        }
+        // Ours (JSON) and the reference's (plain text, with Go's newline).
+        for body in [r#"{"error":"Robot not found"}"#, "Robot not found\n"] {
+            assert_eq!(
+                answer("404 Not Found", body).await.get("r").await.unwrap(),
+                None
+            );
+            assert!(
+                !answer("404 Not Found", body)
+                    .await
+                    .delete("r")
+                    .await
+                    .unwrap()
+            );
+            let err = answer("404 Not Found", body)
+                .await
+                .update("r", &Robot::new("r", "c"))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::NotFound { .. }), "{err}");
+        }
+        // Anything else answering 404 says nothing about the robot.
+        for body in [
+            r#"{"error":"Not found"}"#,
+            "404 page not found\n",
+            "<html><h1>404 Not Found</h1></html>",
+            "",
+        ] {
+            let err = answer("404 Not Found", body)
+                .await
+                .get("r")
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::Status { status: 404, .. }),
+                "{body:?}: {err}"
+            );
+            let err = answer("404 Not Found", body)
+                .await
+                .delete("r")
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("cannot delete robot: server answered 404"),
+                "{err}"
+            );
+            let err = answer("404 Not Found", body)
+                .await
+                .update("r", &Robot::new("r", "c"))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::Status { status: 404, .. }),
+                "{body:?}: {err}"
+            );
+        }
     }
 }

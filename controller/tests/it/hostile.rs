@@ -282,3 +282,75 @@ async fn healthz(controller: &crate::support::Controller) -> (u16, String) {
     .map(|r| (r.status, r.body))
     .expect("controller /healthz")
 }
+
+/// A 404 that does not come from the robots API (a path prefix typo, another
+/// service on the port) says nothing about the robot: deleting through it
+/// must not let the Robot go while its robot lives on.
+#[tokio::test]
+async fn a_404_from_something_else_never_reads_as_robot_gone() {
+    let env = Env::start().await;
+    let html = FaultProxy::answering(Answer::new(
+        404,
+        "text/html",
+        "<html><body><h1>404 Not Found</h1></body></html>",
+    ))
+    .expect("a web server that is not a robot server");
+    let mut controller = env.controller(FAST);
+    controller.wait_ready().await;
+    let wrong = [
+        ("typo", format!("{}/api", env.server.url())),
+        ("website", html.http_url()),
+    ];
+    for (name, _) in &wrong {
+        env.provider_config(name, env.server.url()).await;
+        env.create_robot(
+            name,
+            "red",
+            json!({ "spec": { "providerConfigRef": { "name": name } } }),
+        )
+        .await;
+        env.wait_ready(name).await;
+    }
+
+    // Pointed at something that answers 404 to everything, then deleted.
+    for (name, endpoint) in &wrong {
+        env.provider_config(name, endpoint).await;
+        env.delete_robot(name).await;
+    }
+    for (name, _) in &wrong {
+        // Either the 404 is reported, or (the bug) the Robot is let go.
+        let seen = wait_for("the 404 reported or the Robot gone", CONVERGE, || async {
+            let Some(robot) = env.robot(name).await else {
+                return Some(None);
+            };
+            let c = condition(&robot, "Synced")?;
+            let m = c.message.clone().unwrap_or_default();
+            (c.status == "False" && m.contains("404")).then_some(Some(m))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let Some(message) = seen else {
+            panic!(
+                "{name}: the Robot was let go while the server still holds {:?}",
+                env.server_robot(name).await
+            );
+        };
+        assert!(message.contains("answered 404"), "{name}: {message}");
+        assert!(
+            env.robot(name)
+                .await
+                .is_some_and(|r| meta::has_finalizer(&r.metadata, meta::FINALIZER)),
+            "{name}: the finalizer went while the robot lives"
+        );
+        assert_eq!(env.server_robot(name).await, Some(Robot::new(*name, "red")));
+    }
+
+    // Pointed back: the deletion completes, robot and all.
+    for (name, _) in &wrong {
+        env.provider_config(name, env.server.url()).await;
+    }
+    for (name, _) in &wrong {
+        env.wait_gone(name).await;
+        assert_eq!(env.server_robot(name).await, None);
+    }
+}
