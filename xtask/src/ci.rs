@@ -57,6 +57,10 @@ pub const STEPS: &[Step] = &[
         run: crate::checks::packaging::lambda::step,
     },
     Step {
+        name: "readme",
+        run: crate::checks::readme::step,
+    },
+    Step {
         name: "schemathesis",
         run: schemathesis,
     },

@@ -42,6 +42,8 @@ enum Task {
     Down,
     /// `up`, then the guide's workflow with kubectl, then `down`.
     Demo(dev::DemoArgs),
+    /// Regenerate README.md's option tables from the binaries' --help.
+    Readme,
     /// The background process of `up` (internal).
     #[command(hide = true)]
     DevSupervisor(dev::SupervisorArgs),
@@ -56,6 +58,7 @@ fn main() -> Result<()> {
         Task::Up(args) => dev::up(&args).map(drop),
         Task::Down => dev::down(),
         Task::Demo(args) => dev::demo(&args),
+        Task::Readme => checks::readme::regenerate(),
         Task::DevSupervisor(args) => dev::supervise(&args),
         Task::Tools => {
             for t in [
