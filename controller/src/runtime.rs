@@ -321,7 +321,9 @@ async fn lead(
     .with_namespace(&setup.args.leader_election_namespace)
     .with_identity(&identity)
     .with_duration(secs.unsigned_abs())
-    .with_grace((secs / 3).max(1).unsigned_abs())
+    // Renew halfway through the lease, so that a renewal has time to be
+    // seen by `confirm_leadership` before the lease could expire.
+    .with_grace((secs / 2).max(1).unsigned_abs())
     .build()
     .await
     .map_err(|e| format!("cannot use Lease {}: {e}", setup.args.leader_election_name))?;
@@ -361,15 +363,108 @@ async fn lead(
             term.cancel();
         })
     };
-    let result = run_controllers(setup, resources, term.clone()).await;
+    let confirming = tokio::spawn(confirm_leadership(
+        setup.client(),
+        setup.args.leader_election_namespace.clone(),
+        setup.args.leader_election_name.clone(),
+        identity.clone(),
+        Duration::from_secs(secs.unsigned_abs()),
+        term.clone(),
+    ));
+    let stepped_down = {
+        let term = term.clone();
+        let metrics = setup.metrics.clone();
+        tokio::spawn(async move {
+            term.cancelled().await;
+            metrics.leader.set(0);
+        })
+    };
+    // Once leadership ends, in-flight reconciles get --shutdown-timeout to
+    // finish; one stuck on an unreachable control plane is abandoned (as
+    // a crash would, which the reconciler is built to survive).
+    let shutdown_timeout = setup.args.shutdown_timeout;
+    let result = tokio::select! {
+        result = run_controllers(setup, resources, term.clone()) => result,
+        () = async {
+            term.cancelled().await;
+            tokio::time::sleep(shutdown_timeout).await;
+        } => {
+            tracing::warn!("in-flight reconciles did not finish within --shutdown-timeout; abandoned");
+            Ok(())
+        }
+    };
     term.cancel();
     lost.abort();
+    confirming.abort();
+    let _ = stepped_down.await;
     setup.metrics.leader.set(0);
     drop(leader);
     // Dropping the channel releases the Lease, so a standby takes over now
     // rather than after the lease expires.
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     result.map_err(|e| e.to_string())
+}
+
+/// Cancels `term` (stepping down) unless the Lease can be confirmed as ours
+/// in time. The lease manager reports a lost lease only once it can read
+/// the Lease again, so a leader cut off from the control plane would go on
+/// reconciling from its stale caches after the standby took over, undoing
+/// the new leader's work. The Lease is valid until its renewTime plus its
+/// duration; this steps down a quarter of the duration before that, and
+/// renewals happen at half the duration, leaving a quarter to see them.
+async fn confirm_leadership(
+    client: kube::Client,
+    namespace: String,
+    name: String,
+    identity: String,
+    duration: Duration,
+    term: CancellationToken,
+) {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let leases: Api<Lease> = Api::namespaced(client, &namespace);
+    let check = (duration / 8).max(Duration::from_millis(250));
+    let margin = duration / 4;
+    // Just acquired: renewed a moment ago.
+    let mut valid_until = Instant::now() + duration - margin;
+    loop {
+        tokio::select! {
+            _ = term.cancelled() => return,
+            _ = tokio::time::sleep(check) => {}
+        }
+        match tokio::time::timeout(check, leases.get_opt(&name)).await {
+            Ok(Ok(Some(lease))) => {
+                let spec = lease.spec.unwrap_or_default();
+                if spec.holder_identity.as_deref() != Some(identity.as_str()) {
+                    tracing::warn!(holder = ?spec.holder_identity, "the Lease is held by another; stepping down");
+                    break;
+                }
+                if let Some(renewed) = spec.renew_time {
+                    let renewed = std::time::SystemTime::from(renewed.0);
+                    // Our own clock wrote renewTime: its age is trustworthy here.
+                    let age = std::time::SystemTime::now()
+                        .duration_since(renewed)
+                        .unwrap_or_default();
+                    valid_until = Instant::now().checked_sub(age).unwrap_or_else(Instant::now)
+                        + duration
+                        - margin;
+                }
+            }
+            Ok(Ok(None)) => {
+                tracing::warn!("the Lease is gone; stepping down");
+                break;
+            }
+            // Not confirmed this time; the deadline decides.
+            Ok(Err(_)) | Err(_) => {}
+        }
+        if Instant::now() >= valid_until {
+            tracing::warn!(
+                "cannot confirm the Lease before it may expire (control plane unreachable?); \
+                 stepping down so that a standby can lead"
+            );
+            break;
+        }
+    }
+    term.cancel();
 }
 
 async fn cancel_on_signal(stop: CancellationToken) {

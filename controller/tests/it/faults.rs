@@ -1199,3 +1199,89 @@ async fn leader_killed_under_load_the_standby_takes_over_without_double_creates(
         took + took_over,
     );
 }
+
+/// A leader that cannot reach the control plane cannot renew its Lease;
+/// once the standby takes over, the old one must have stopped acting on
+/// its stale view, or it undoes what the new leader does.
+#[tokio::test]
+async fn a_leader_cut_off_from_the_control_plane_steps_down_before_its_lease_expires() {
+    let env = Env::start().await;
+    let args = [
+        "--leader-election",
+        "--leader-election-duration",
+        "4s",
+        "--poll-interval",
+        "1s",
+        "--max-backoff",
+        "1s",
+    ];
+    let (proxy_a, proxy_b) = (apiserver_proxy(&env), apiserver_proxy(&env));
+    let mut a = controller_via(&env, &proxy_a, &args);
+    let mut b = controller_via(&env, &proxy_b, &args);
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let a_leads = wait_for("one leader", CONVERGE, || async {
+        let (x, y) = (a.leader().await, b.leader().await);
+        (x + y == 1.0).then_some(x == 1.0)
+    })
+    .await
+    .expect("a leader");
+    let (leader, leader_proxy, standby) = if a_leads {
+        (&a, &proxy_a, &b)
+    } else {
+        (&b, &proxy_b, &a)
+    };
+    env.create_robot("contested", "red", json!({})).await;
+    wait_converged(&env, &[leader], "before the partition").await;
+
+    // The leader loses the control plane, not the robot server.
+    leader_proxy.set(Fault::Blackhole);
+    let cut = Instant::now();
+    wait_for(
+        "the old leader steps down",
+        Duration::from_secs(10),
+        || async { (leader.leader().await == 0.0).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: a leader cut off from the control plane kept leading"));
+    let stepped_down = cut.elapsed();
+    wait_for("the standby leads", Duration::from_secs(20), || async {
+        (standby.leader().await == 1.0).then_some(())
+    })
+    .await
+    .expect("standby leads");
+    let took_over = cut.elapsed();
+    assert!(
+        stepped_down < took_over,
+        "stepped down after {stepped_down:?}, standby led after {took_over:?}"
+    );
+
+    // The new leader's work stands: the old one, with its stale view (red),
+    // puts nothing back over several of its poll intervals.
+    env.set_color("contested", "blue").await;
+    env.wait_server_color("contested", "blue").await;
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(5) {
+        let color = env.server_robot("contested").await.map(|r| r.color);
+        assert_eq!(
+            color.as_deref(),
+            Some("blue"),
+            "the old leader undid a change"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await; // sampling
+    }
+
+    // Healed: it waits as a standby; everything still converges.
+    leader_proxy.set(Fault::Pass);
+    env.set_color("contested", "green").await;
+    wait_converged(&env, &[leader, standby], "after healing").await;
+    report(
+        "leader cut off from the control plane (lease 4 s), robot server still reachable",
+        &format!(
+            "old leader stepped down after {:.1}s, standby led after {:.1}s; no change undone",
+            stepped_down.as_secs_f64(),
+            took_over.as_secs_f64()
+        ),
+        took_over,
+    );
+}
