@@ -24,6 +24,9 @@ use super::usage::{ResourceRef, UsageTracker};
 use super::{Connector, ExternalClient, Managed, ManagedSpec, ManagedStatus, Observation};
 use crate::ratelimit::RateLimiter;
 
+/// How soon a resource whose write conflicted is looked at again.
+const STALE_REQUEUE: Duration = Duration::from_millis(200);
+
 /// Where a reconcile left the resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncState {
@@ -147,7 +150,20 @@ where
     /// resource's conditions and events; only a failure to write to the
     /// control plane is returned.
     pub async fn reconcile(&self, mr: Arc<Managed<P, U>>) -> Result<Outcome, Error> {
-        let result = self.reconcile_inner(&mr).await;
+        let result = match self.reconcile_inner(&mr).await {
+            // A status write refused for a stale resourceVersion: someone
+            // else wrote meanwhile. Look again at the newest version soon,
+            // as for a conflicting metadata write, instead of failing (which
+            // logs a warning and backs off, up to --max-backoff).
+            Err(Error::Write {
+                source: kube::Error::Api(s),
+                ..
+            }) if s.is_conflict() => Ok(Outcome {
+                state: SyncState::Stale,
+                requeue_after: Some(STALE_REQUEUE),
+            }),
+            other => other,
+        };
         let uid = mr.uid().unwrap_or_default();
         if let Ok(Outcome {
             state: SyncState::Synced | SyncState::Paused | SyncState::Done,
@@ -523,7 +539,7 @@ where
         {
             return Ok(Outcome {
                 state: SyncState::Stale,
-                requeue_after: Some(Duration::from_millis(200)),
+                requeue_after: Some(STALE_REQUEUE),
             });
         }
         self.fail(Failure {

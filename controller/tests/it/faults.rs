@@ -745,6 +745,15 @@ async fn status_writes_conflict_with_another_writer() {
             l.contains("code=\"409\"")
         })
         .await;
+    assert!(conflicts > 0.0, "the other writer never got in the way");
+    // A conflict is a stale view, not a failure: looked at again at once,
+    // never reported as a reconcile error (which backs off).
+    let errors = controller
+        .metric_sum("robot_controller_reconciles_total", |l| {
+            l.contains("result=\"error\"")
+        })
+        .await;
+    assert_eq!(errors, 0.0, "conflicts were handled as reconcile errors");
     // Nothing the other writer put on was dropped by our writes.
     for name in &all {
         let r = env.robot(name).await.expect("Robot");
