@@ -210,7 +210,9 @@ async fn load(source: &KubeconfigSource) -> Result<(kube::Config, Option<u64>), 
     }
 }
 
-fn build(source: &KubeconfigSource, config: kube::Config) -> Result<kube::Client, LoadError> {
+fn build(source: &KubeconfigSource, mut config: kube::Config) -> Result<kube::Client, LoadError> {
+    // Refusals for load are retried by `Rotating`, with jitter (see there).
+    config.default_retry = false;
     kube::Client::try_from(config).map_err(|e| LoadError::Other {
         source_uri: source.describe().into(),
         detail: format!("cannot build a client from the kubeconfig: {e}"),
@@ -246,15 +248,33 @@ impl tower::Service<Request<Body>> for Rotating {
         let this = self.clone();
         let verb = verb(&req);
         Box::pin(async move {
-            let result = client.send(req).await;
-            let code = match &result {
-                Ok(r) => r.status().as_u16().to_string(),
-                Err(_) => "error".to_owned(),
+            let mut req = req;
+            let mut attempt = 0;
+            let result = loop {
+                let again = (attempt < MAX_LOAD_RETRIES)
+                    .then(|| clone_request(&req))
+                    .flatten();
+                let result = client.send(req).await;
+                let code = match &result {
+                    Ok(r) => r.status().as_u16().to_string(),
+                    Err(_) => "error".to_owned(),
+                };
+                this.metrics
+                    .kube_requests
+                    .get_or_create(&RequestLabels {
+                        verb: verb.clone(),
+                        code,
+                    })
+                    .inc();
+                match (result, again) {
+                    (Ok(r), Some(next)) if refused_for_load(r.status()) => {
+                        tokio::time::sleep(load_retry_delay(attempt, retry_after(&r))).await;
+                        attempt += 1;
+                        req = next;
+                    }
+                    (result, _) => break result,
+                }
             };
-            this.metrics
-                .kube_requests
-                .get_or_create(&RequestLabels { verb, code })
-                .inc();
             if let Ok(r) = &result {
                 if r.status() == StatusCode::UNAUTHORIZED {
                     this.metrics.kube_auth_failures.inc();
@@ -277,6 +297,60 @@ impl tower::Service<Request<Body>> for Rotating {
     }
 }
 
+/// Attempts after the first at a request the control plane refuses for
+/// load (429 from API Priority and Fairness, 503, 504).
+const MAX_LOAD_RETRIES: u32 = 10;
+
+fn refused_for_load(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT
+    )
+}
+
+/// The server's `Retry-After`, in seconds.
+fn retry_after(response: &Response<Body>) -> Option<Duration> {
+    let secs: u64 = response
+        .headers()
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs.min(60)))
+}
+
+/// How long to wait before attempt `attempt + 1`: at least what the server
+/// asks and an exponential step (100 ms doubling, up to 10 s), plus up to
+/// as much again at random. kube's own retry waits exactly `Retry-After`,
+/// so requests refused together all come back together and are refused
+/// together again: with 64 reconciles against a small priority level,
+/// throughput fell to a few requests a second (fault test: 429s).
+fn load_retry_delay(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let step = Duration::from_millis(100)
+        .saturating_mul(1u32 << attempt.min(7))
+        .min(Duration::from_secs(10));
+    let floor = retry_after.unwrap_or_default().max(step);
+    floor + floor.mul_f64(rand::random::<f64>())
+}
+
+/// A copy of `req` to send again, when its body can be replayed.
+fn clone_request(req: &Request<Body>) -> Option<Request<Body>> {
+    let body = req.body().try_clone()?;
+    let mut copy = Request::builder()
+        .method(req.method().clone())
+        .uri(req.uri().clone())
+        .version(req.version())
+        .body(body)
+        .ok()?;
+    *copy.headers_mut() = req.headers().clone();
+    *copy.extensions_mut() = req.extensions().clone();
+    Some(copy)
+}
+
 /// The Kubernetes verb of a request, for metrics: watches and lists are
 /// both GETs on the wire but cost very differently.
 fn verb(req: &Request<Body>) -> String {
@@ -287,5 +361,46 @@ fn verb(req: &Request<Body>) -> String {
         }
         http::Method::GET => "get".into(),
         ref m => m.as_str().to_ascii_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_retries_wait_at_least_what_is_asked_and_spread_out() {
+        let delays: Vec<Duration> = (0..200)
+            .map(|_| load_retry_delay(0, Some(Duration::from_secs(1))))
+            .collect();
+        assert!(delays.iter().all(|d| *d >= Duration::from_secs(1)));
+        assert!(delays.iter().all(|d| *d < Duration::from_secs(2)));
+        // Requests refused together come back spread over a second, not at once.
+        let early = delays.iter().filter(|d| **d < Duration::from_millis(1500));
+        let count = early.count();
+        assert!(
+            (40..160).contains(&count),
+            "{count} of 200 in the first half"
+        );
+        // Without Retry-After: exponential steps, capped.
+        assert!(load_retry_delay(0, None) >= Duration::from_millis(100));
+        assert!(load_retry_delay(3, None) >= Duration::from_millis(800));
+        assert!(load_retry_delay(30, None) < Duration::from_secs(20));
+    }
+
+    #[test]
+    fn requests_are_cloned_whole() {
+        let req = Request::builder()
+            .method("PATCH")
+            .uri("/apis/x/v1/robots/r?fieldManager=m")
+            .header("content-type", "application/merge-patch+json")
+            .body(Body::from(b"{\"a\":1}".to_vec()))
+            .unwrap();
+        let copy = clone_request(&req).expect("a replayable body");
+        assert_eq!(copy.method(), req.method());
+        assert_eq!(copy.uri(), req.uri());
+        assert_eq!(copy.headers(), req.headers());
+        assert!(refused_for_load(StatusCode::TOO_MANY_REQUESTS));
+        assert!(!refused_for_load(StatusCode::INTERNAL_SERVER_ERROR));
     }
 }

@@ -624,6 +624,12 @@ async fn too_many_requests_from_priority_and_fairness() {
     let took = wait_converged(&env, &[&controller], "under the squeeze").await;
     let rejected = rejected_by_flow_control(&env).await;
     assert!(rejected > 0.0, "flow control rejected nothing");
+    let seen = controller
+        .metric_sum("robot_controller_kube_requests_total", |l| {
+            l.contains("code=\"429\"")
+        })
+        .await;
+    assert!(seen > 0.0, "the controller's metrics show no 429");
 
     // Lifted: the next changes go through at full speed.
     for (kind, plural) in [
