@@ -299,21 +299,14 @@ impl InUseReconciler {
         if self.usages.wait_until_ready().await.is_err() {
             return Ok(Some(Duration::from_secs(1)));
         }
-        // Usages come in bursts when many Robots are created at once. The
-        // controller runs one reconcile per ProviderConfig at a time and
-        // folds the requests that arrive meanwhile into one, so a short
-        // pause here turns a burst into one count and one write. (The
-        // controller's own debounce would also stop it reading the watch
-        // that the Robot reconciler's ProviderConfig cache depends on.)
-        tokio::time::sleep(SETTLE).await;
         let name = pc.name_any();
-        let users = self.users(&name);
         let err = |source| Error {
             name: name.clone(),
             source,
         };
         let has_finalizer = pc.finalizers().iter().any(|f| f == IN_USE_FINALIZER);
         if pc.meta().deletion_timestamp.is_some() {
+            let users = self.users(&name);
             if users > 0 {
                 self.events
                     .publish(
@@ -345,6 +338,8 @@ impl InUseReconciler {
             }
             return Ok(None);
         }
+        // The finalizer first and at once: until it is there, the
+        // ProviderConfig can vanish from under its users.
         if !has_finalizer {
             let mut all = pc.finalizers().to_vec();
             all.push(IN_USE_FINALIZER.into());
@@ -354,7 +349,16 @@ impl InUseReconciler {
                 .await
                 .map_err(err)?;
         }
-        self.write_users(&pc, users).await.map_err(err)?;
+        // Usages come in bursts when many Robots are created at once. The
+        // controller runs one reconcile per ProviderConfig at a time and
+        // folds the requests that arrive meanwhile into one, so a short
+        // pause before counting turns a burst into one count and one write.
+        // (The controller's own debounce would also stop it reading the
+        // watch that the Robot reconciler's ProviderConfig cache reads.)
+        tokio::time::sleep(SETTLE).await;
+        self.write_users(&pc, self.users(&name))
+            .await
+            .map_err(err)?;
         Ok(None)
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Event, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::ListParams;
 use robot_api::Robot;
@@ -84,19 +84,7 @@ async fn create_update_drift_delete() {
     .unwrap();
 
     // The event Crossplane users look for in `kubectl describe`.
-    let events: Api<Event> = Api::namespaced(env.admin.clone(), "default");
-    wait_for("CreatedExternalResource event", CONVERGE, || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items
-            .iter()
-            .any(|e| {
-                e.reason.as_deref() == Some("CreatedExternalResource")
-                    && e.involved_object.name.as_deref() == Some("example")
-            })
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    env.wait_event("CreatedExternalResource", "example").await;
 
     // Update: the transition time of Ready stays, the color follows.
     let ready_since = ready.last_transition_time.clone();
@@ -273,19 +261,7 @@ async fn provider_config_missing_then_created() {
         .delete("later", &Default::default())
         .await
         .unwrap();
-    let events: Api<Event> = Api::namespaced(env.admin.clone(), "default");
-    wait_for("deletion blocked while in use", CONVERGE, || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items
-            .iter()
-            .any(|e| {
-                e.reason.as_deref() == Some("UsageAccounting")
-                    && e.involved_object.name.as_deref() == Some("later")
-            })
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    env.wait_event("UsageAccounting", "later").await;
     assert!(
         env.dynamic(&env.res.provider_config)
             .get_opt("later")

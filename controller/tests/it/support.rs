@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Event;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
@@ -172,6 +173,24 @@ impl Env {
         })
         .await
         .expect("Robot deleted");
+    }
+
+    /// Waits for an event with `reason` about the object named `name`, as
+    /// `kubectl describe` would show it.
+    pub async fn wait_event(&self, reason: &str, name: &str) {
+        let events: Api<Event> = Api::namespaced(self.admin.clone(), "default");
+        wait_for(&format!("event {reason} for {name}"), CONVERGE, || async {
+            let list = events.list(&Default::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.involved_object.name.as_deref() == Some(name)
+                })
+                .then_some(())
+        })
+        .await
+        .expect("event recorded");
     }
 
     pub fn server_client(&self) -> RobotClient {
