@@ -135,6 +135,8 @@ fn build() -> Result<Outcome> {
     tools::run(cargo().args(["build", "--workspace", "--bins", "--locked"]))?;
     // The control plane's binaries: found in the cache, or built once.
     let bins = testenv::binaries::ensure().context("getting kube-apiserver and etcd")?;
+    // The private-network tests build network namespaces with a firewall.
+    tools::apt(crate::dev::NETNS_PACKAGES)?;
     Ok(Outcome {
         note: Some(format!("control plane binaries in {}", bins.dir.display())),
         ..Outcome::default()
