@@ -392,6 +392,25 @@ pub fn check(text: &str, ws: &Workspace, interface: &Interface) -> Vec<String> {
         fail(cmd.line, "CMD in shell form needs a shell".into());
     }
 
+    // The builder's Rust is the toolchain the workspace pins.
+    if let Some(pinned) = &ws.toolchain {
+        let rust_arg = globals
+            .iter()
+            .chain(builders.iter().flat_map(|s| s.all("ARG")))
+            .find_map(|a| a.args.strip_prefix("RUST_VERSION="));
+        let from_rust = builders
+            .iter()
+            .any(|s| s.base.starts_with("rust:${RUST_VERSION}"));
+        if rust_arg != Some(pinned.as_str()) || !from_rust {
+            fail(
+                runtime.from.line,
+                format!(
+                    "build FROM rust:${{RUST_VERSION}} with ARG RUST_VERSION={pinned} (rust-toolchain.toml), found {rust_arg:?}"
+                ),
+            );
+        }
+    }
+
     // OCI labels, and the version's default from the workspace.
     let labels = labels(runtime);
     for (key, expected) in [
@@ -502,6 +521,7 @@ mod tests {
             version: "0.1.0".into(),
             license: "Apache-2.0".into(),
             repository: "https://github.com/robot-byoc/robot-byoc".into(),
+            toolchain: Some("1.95.0".into()),
             binaries: Vec::new(),
         }
     }
@@ -576,7 +596,7 @@ mod tests {
 
     #[test]
     fn flags_unlocked_builds_root_shells_and_shell_form_entrypoints() {
-        let cases: [(&str, &str, &str); 8] = [
+        let cases: [(&str, &str, &str); 9] = [
             (
                 "cargo build --release --locked",
                 "cargo build --release",
@@ -605,6 +625,11 @@ mod tests {
                 "licenses=MIT",
             ),
             ("EXPOSE 9090", "EXPOSE 8080", "EXPOSE [\"8080\"]"),
+            (
+                "ARG RUST_VERSION=1.95.0",
+                "ARG RUST_VERSION=1.94.0",
+                "rust-toolchain.toml",
+            ),
         ];
         for (from, to, expected) in cases {
             let problems = problems_with(|t| {

@@ -19,6 +19,8 @@ pub struct Workspace {
     pub version: String,
     pub license: String,
     pub repository: String,
+    /// The toolchain `rust-toolchain.toml` pins (`channel`), if any.
+    pub toolchain: Option<String>,
     pub binaries: Vec<Binary>,
 }
 
@@ -46,7 +48,16 @@ impl Workspace {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Self::from_metadata(&String::from_utf8_lossy(&out.stdout))
+        let mut ws = Self::from_metadata(&String::from_utf8_lossy(&out.stdout))?;
+        let toolchain_file = root.join("rust-toolchain.toml");
+        if toolchain_file.is_file() {
+            let text = std::fs::read_to_string(&toolchain_file)?;
+            ws.toolchain = Some(
+                toolchain_channel(&text)
+                    .with_context(|| format!("{} names no channel", toolchain_file.display()))?,
+            );
+        }
+        Ok(ws)
     }
 
     pub fn from_metadata(json: &str) -> Result<Workspace> {
@@ -110,6 +121,7 @@ impl Workspace {
             version: text(&first["version"], "version")?,
             license: text(&first["license"], "license")?,
             repository: text(&first["repository"], "repository")?,
+            toolchain: None,
             binaries,
         })
     }
@@ -226,6 +238,14 @@ impl Interface {
             .map(|(v, d)| (v.as_str(), d.as_str()))
             .collect()
     }
+}
+
+/// `channel = "…"` of a rust-toolchain.toml.
+pub fn toolchain_channel(toml: &str) -> Option<String> {
+    toml.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        (key.trim() == "channel").then(|| value.trim().trim_matches('"').to_owned())
+    })
 }
 
 /// The subcommands clap lists under `Commands:` (not `help`).
@@ -350,6 +370,13 @@ mod tests {
         assert!(err.to_string().contains("ROBOT_SERVER_LISTEN"), "{err:#}");
         let err = Interface::from_help(server(), &["Usage: x\n".into()]).unwrap_err();
         assert!(err.to_string().contains("no flag"), "{err:#}");
+    }
+
+    #[test]
+    fn reads_the_toolchain_channel() {
+        let toml = "[toolchain]\nchannel = \"1.95.0\"\ncomponents = [\"clippy\"]\n";
+        assert_eq!(toolchain_channel(toml).as_deref(), Some("1.95.0"));
+        assert_eq!(toolchain_channel("[toolchain]\n"), None);
     }
 
     #[test]
