@@ -1194,9 +1194,12 @@ async fn leader_killed_under_load_the_standby_takes_over_without_double_creates(
     .await
     .expect("standby leads");
     let took_over = killed.elapsed();
+    // The standby looks again when the lease expires (4 s after the last
+    // renewal), then waits up to 1 s at random before locking it, so two
+    // standbys do not collide; the rest is a loaded machine's latency.
     assert!(
-        took_over <= Duration::from_secs(4 + 2),
-        "took over after {took_over:?} (lease 4 s, renewal every 4/3 s)"
+        took_over <= Duration::from_secs(4 + 3),
+        "took over after {took_over:?} (lease 4 s)"
     );
     let took = wait_converged(&env, &[&standby], "after the handover").await;
     assert_eq!(posts(&env, 201).await, 300.0, "each robot created once");

@@ -310,7 +310,29 @@ pub fn scale(n: usize, steady: Duration) -> Result<()> {
                 mib(status_kib(pid, "VmHWM:"))
             );
         }
+        // A fresh controller over the same, converged Robots: what holding
+        // them costs, without the churn of converging (event cache,
+        // freed-but-kept allocations).
         drop(controller);
+        let health = loopback()?;
+        let mut cmd = Command::new(&bins.controller);
+        cmd.arg("run")
+            .arg("--kubeconfig-source")
+            .arg(cp.controller_kubeconfig_path())
+            .args(["--health-listen", &health.to_string(), "--log-filter", "warn"]);
+        let fresh = ChildProcess::spawn("robot-controller", cmd, &dir.path().join("fresh.log"))?;
+        wait_http(health, "/readyz").await?;
+        let ready_rss = status_kib(fresh.id(), "VmRSS:");
+        // One poll interval and a little: every Robot observed once.
+        tokio::time::sleep(POLL_INTERVAL + Duration::from_secs(10)).await;
+        println!(
+            "  a fresh controller over the {n} converged Robots: RSS {:.1} MiB when ready, {:.1} MiB after a poll interval \
+             (peak {:.1} MiB)",
+            mib(ready_rss),
+            mib(status_kib(fresh.id(), "VmRSS:")),
+            mib(status_kib(fresh.id(), "VmHWM:"))
+        );
+        drop(fresh);
         drop(server);
         anyhow::Ok(())
     })
