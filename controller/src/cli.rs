@@ -32,8 +32,13 @@ pub enum Command {
     Run(RunArgs),
     /// One full pass over every Robot, then exit: 0 when all are Synced.
     Once(RunArgs),
-    /// Serve AWS Lambda invocations; each does one pass like `once`.
+    /// Serve AWS Lambda invocations; each does one pass like `once`. Also
+    /// what runs with no subcommand when AWS_LAMBDA_RUNTIME_API is set.
     Lambda(RunArgs),
+    /// Probe the /healthz of the instance these flags and variables
+    /// describe (a container health check for images without a shell):
+    /// exit 0 when it answers 200, 1 otherwise.
+    Healthcheck(RunArgs),
     /// Print our CRDs (a superset of provider-dummy's) as YAML.
     Crds(CrdsArgs),
 }
@@ -262,7 +267,7 @@ mod tests {
     fn every_flag_has_an_env_var() {
         use clap::CommandFactory;
         let cmd = Cli::command();
-        for sub in ["run", "once", "lambda"] {
+        for sub in ["run", "once", "lambda", "healthcheck"] {
             let sub = cmd.find_subcommand(sub).unwrap();
             for arg in sub.get_arguments() {
                 if arg.get_id() == "help" || arg.get_id() == "version" {

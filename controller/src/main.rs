@@ -15,6 +15,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match &cli.command {
         Some(Command::Crds(c)) => return print_crds(c),
+        Some(Command::Healthcheck(a)) => return healthcheck(a),
         Some(Command::Run(a) | Command::Once(a) | Command::Lambda(a)) => a.clone(),
         None => cli.run.clone(),
     };
@@ -30,6 +31,16 @@ async fn main() -> ExitCode {
         // explicit subcommand always wins.
         None if lambda_environment() => runtime::lambda(args).await,
         _ => runtime::run(args).await,
+    }
+}
+
+fn healthcheck(args: &robot_controller::cli::RunArgs) -> ExitCode {
+    match robot_api::probe::healthz(args.health_addr(), std::time::Duration::from_secs(3)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("robot-controller healthcheck: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

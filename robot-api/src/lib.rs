@@ -5,6 +5,7 @@
 //! exactly; `GET /v1/robots` (a paginated listing) is ours.
 
 pub mod client;
+pub mod probe;
 pub mod wire;
 
 pub use client::{

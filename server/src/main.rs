@@ -24,6 +24,9 @@ const TOKEN_ENV: &str = "ROBOT_SERVER_AUTH_TOKEN";
         Exit codes: 0 after a graceful shutdown, 2 bad flags or configuration, 1 other failures."
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Address to listen on [default: 0.0.0.0:9090, or 0.0.0.0:$PORT]
     #[arg(long, env = "ROBOT_SERVER_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
@@ -66,11 +69,22 @@ struct Args {
     log_filter: String,
 }
 
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Probe the /healthz of the server these flags and variables describe
+    /// (a container health check for images without a shell): exit 0 when
+    /// it answers 200, 1 otherwise.
+    Healthcheck,
+}
+
 /// Exit code for flags and configuration that cannot work.
 const BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Healthcheck) = args.command {
+        return healthcheck(&args);
+    }
     if let Err(e) = robot_logging::init(args.log_format, &args.log_filter) {
         eprintln!("robot-server: {e}");
         return ExitCode::from(BAD_CONFIG);
@@ -110,8 +124,21 @@ fn main() -> ExitCode {
     })
 }
 
-fn config(args: &Args) -> Result<Config, String> {
-    let listen = match (args.listen, std::env::var("PORT")) {
+fn healthcheck(args: &Args) -> ExitCode {
+    let probed =
+        listen_addr(args).and_then(|addr| robot_api::probe::healthz(addr, Duration::from_secs(3)));
+    match probed {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("robot-server healthcheck: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--listen`, else `0.0.0.0:$PORT`, else the default.
+fn listen_addr(args: &Args) -> Result<SocketAddr, String> {
+    Ok(match (args.listen, std::env::var("PORT")) {
         (Some(listen), _) => listen,
         (None, Ok(port)) => {
             let port: u16 = port
@@ -123,7 +150,11 @@ fn config(args: &Args) -> Result<Config, String> {
         (None, Err(_)) => DEFAULT_LISTEN
             .parse()
             .map_err(|e| format!("default listen address: {e}"))?,
-    };
+    })
+}
+
+fn config(args: &Args) -> Result<Config, String> {
+    let listen = listen_addr(args)?;
     let token_value = std::env::var(TOKEN_ENV).ok();
     let auth_token =
         BearerToken::from_sources(args.auth_token_file.as_deref(), token_value.as_deref())

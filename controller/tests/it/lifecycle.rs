@@ -422,11 +422,25 @@ async fn sigterm_exits_cleanly_within_ten_seconds() {
     controller.wait_ready().await;
     env.create_robot("last", "black", json!({})).await;
     env.wait_ready("last").await;
+    // The container health check (ECS runs it inside the image).
+    let probe = |health: std::net::SocketAddr| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_robot-controller"))
+            .arg("healthcheck")
+            .env("ROBOT_CONTROLLER_HEALTH_LISTEN", health.to_string())
+            .status()
+            .expect("run healthcheck")
+    };
+    assert!(probe(controller.health).success());
     controller.signal(rustix::process::Signal::TERM);
     let status = controller.wait_exit(Duration::from_secs(10)).await;
     assert!(
         status.is_some_and(|s| s.success()),
         "{status:?}\n{}",
         controller.log_tail()
+    );
+    assert_eq!(
+        probe(controller.health).code(),
+        Some(1),
+        "nothing answers any more"
     );
 }

@@ -139,3 +139,28 @@ async fn text_logs_on_request() {
     assert!(server.logs().contains("listening"));
     assert!(!server.logs().trim_start().starts_with('{'));
 }
+
+#[test]
+fn healthcheck_probes_the_configured_server() {
+    let server = launch().start();
+    let probe = launch()
+        .without_listen()
+        .arg("healthcheck")
+        .env("ROBOT_SERVER_LISTEN", server.addr.to_string())
+        .run_to_exit();
+    assert_eq!(probe.code, Some(0), "{probe:?}");
+
+    let nobody = free_port();
+    let probe = launch()
+        .without_listen()
+        .arg("healthcheck")
+        .env("PORT", nobody.to_string())
+        .run_to_exit();
+    assert_eq!(probe.code, Some(1));
+    assert!(
+        probe
+            .output
+            .contains(&format!("GET http://127.0.0.1:{nobody}/healthz")),
+        "{probe:?}"
+    );
+}

@@ -495,8 +495,6 @@ resource "aws_ecs_task_definition" "server" {
     cpu_architecture        = var.cpu_architecture
   }
 
-  # No container health check: the image has no shell or client to run
-  # one; ECS restarts the task when the process exits.
   container_definitions = jsonencode([{
     name      = local.server_container
     image     = var.server_image
@@ -506,6 +504,14 @@ resource "aws_ecs_task_definition" "server" {
     memory                 = var.server_memory
     readonlyRootFilesystem = true
     stopTimeout            = var.stop_timeout
+    # The image has no shell: the binary probes its own /healthz.
+    healthCheck = {
+      command     = ["CMD", "/usr/local/bin/robot-server", "healthcheck"]
+      interval    = 30
+      timeout     = 5
+      retries     = 3
+      startPeriod = 15
+    }
     portMappings = [{
       name          = "http"
       containerPort = local.server_port
@@ -546,6 +552,14 @@ resource "aws_ecs_task_definition" "controller" {
     memory                 = var.controller_memory
     readonlyRootFilesystem = true
     stopTimeout            = var.stop_timeout
+    # The image has no shell: the binary probes its own /healthz.
+    healthCheck = {
+      command     = ["CMD", "/usr/local/bin/robot-controller", "healthcheck"]
+      interval    = 30
+      timeout     = 5
+      retries     = 3
+      startPeriod = 15
+    }
     # /healthz and /readyz, for anyone who looks from inside the VPC; no
     # ingress rule lets anything in.
     portMappings = [{

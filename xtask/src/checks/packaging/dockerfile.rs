@@ -610,8 +610,8 @@ mod tests {
                 "exec form",
             ),
             (
-                "cc-debian12:nonroot",
-                "cc-debian12:debug-nonroot",
+                "static-debian12:nonroot",
+                "static-debian12:debug-nonroot",
                 "neither distroless",
             ),
             (

@@ -365,19 +365,26 @@ pub fn check_ecs(task: &Value, interfaces: &[Interface]) -> Vec<String> {
                 shutdown.as_secs()
             )),
         }
-        if let Some(health) = def.get("healthCheck") {
-            // The image has no shell: only the binary itself could probe.
-            let command: Vec<&str> = items(health, "/command")
-                .filter_map(Value::as_str)
-                .collect();
-            let binary = interface_for(interfaces, &c.name)
-                .map(|i| format!("/usr/local/bin/{}", i.binary.name));
-            if command.first() != Some(&"CMD") || command.get(1).copied() != binary.as_deref() {
-                problems.push(format!(
-                    "{family}/{}: healthCheck {command:?} must exec the binary (CMD, no shell in the image)",
-                    c.name
-                ));
-            }
+        // The image has no shell: the binary probes itself
+        // (`<binary> healthcheck` GETs its own /healthz).
+        let command: Vec<&str> = def
+            .get("healthCheck")
+            .map(|health| {
+                items(health, "/command")
+                    .filter_map(Value::as_str)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let binary =
+            interface_for(interfaces, &c.name).map(|i| format!("/usr/local/bin/{}", i.binary.name));
+        if command.first() != Some(&"CMD")
+            || command.get(1).copied() != binary.as_deref()
+            || command.get(2) != Some(&"healthcheck")
+        {
+            problems.push(format!(
+                "{family}/{}: healthCheck {command:?} must be [\"CMD\", \"<binary>\", \"healthcheck\"] (no shell in the image)",
+                c.name
+            ));
         }
     }
     problems
@@ -618,6 +625,7 @@ mod tests {
         };
         let good = json!({"name": "controller", "readonlyRootFilesystem": true, "user": "65532:65532",
             "stopTimeout": 30, "portMappings": [{"containerPort": 8080}],
+            "healthCheck": {"command": ["CMD", "/usr/local/bin/robot-controller", "healthcheck"]},
             "environment": [{"name": "ROBOT_CONTROLLER_LOG", "value": "info"}],
             "logConfiguration": {"logDriver": "awslogs", "options": {
                 "awslogs-group": "g", "awslogs-region": "r", "awslogs-stream-prefix": "p"}}});
@@ -647,6 +655,14 @@ mod tests {
         }
         let problems = check_ecs(&json!({"family": "f"}), &interfaces());
         assert_eq!(problems.len(), 3, "{problems:#?}");
+        let mut no_probe = task(json!({}));
+        no_probe["containerDefinitions"][0] = json!({"name": "controller"});
+        assert!(
+            check_ecs(&no_probe, &interfaces())
+                .iter()
+                .any(|p| p.contains("healthCheck")),
+            "a task without a health check is refused"
+        );
     }
 
     #[test]
