@@ -48,6 +48,12 @@ pub const GCP: PythonTools = PythonTools {
     requirements: &["drongo==0.8.0"],
 };
 
+/// cargo-lambda: builds Lambda zips and runs its local runtime emulator.
+pub const CARGO_LAMBDA: PythonTools = PythonTools {
+    name: "cargo-lambda",
+    requirements: &["cargo-lambda==1.9.2"],
+};
+
 impl PythonTools {
     /// The venv, whether installed yet or not.
     pub fn venv(&self) -> PathBuf {

@@ -22,7 +22,7 @@ pub use testenv::python::PythonTools;
 pub mod python {
     use super::PythonTools;
 
-    pub use testenv::python::{AWS, GCP};
+    pub use testenv::python::{AWS, CARGO_LAMBDA, GCP};
 
     pub const SCHEMATHESIS: PythonTools = PythonTools {
         name: "schemathesis",
@@ -39,10 +39,6 @@ pub mod python {
     pub const CHECKOV: PythonTools = PythonTools {
         name: "checkov",
         requirements: &["checkov==3.3.30"],
-    };
-    pub const CARGO_LAMBDA: PythonTools = PythonTools {
-        name: "cargo-lambda",
-        requirements: &["cargo-lambda==1.9.2"],
     };
 }
 

@@ -10,18 +10,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use testenv::process::{ChildProcess, free_port, log_tail};
-use testenv::python::PythonTools;
+use testenv::python::CARGO_LAMBDA;
 use testenv::wait_for;
 
 use crate::support::{CONVERGE, Env};
-
-/// cargo-lambda from PyPI (a binary wheel): the runtime API emulator and
-/// the invoke client. Pinned like xtask's `tools::python::CARGO_LAMBDA`, so
-/// both share one venv.
-const CARGO_LAMBDA: PythonTools = PythonTools {
-    name: "cargo-lambda",
-    requirements: &["cargo-lambda==1.9.2"],
-};
 
 /// What the EventBridge Scheduler schedule of terraform/modules/aws sends.
 const SCHEDULE_EVENT: &str = r#"{"source":"robot-byoc.schedule"}"#;
