@@ -4,7 +4,6 @@ mod bench;
 mod checks;
 mod ci;
 mod dev;
-#[allow(dead_code)] // until every installer has its step
 mod tools;
 
 use anyhow::Result;
