@@ -52,7 +52,7 @@ async fn five_hundred_robots_converge_then_cost_no_writes() {
     tokio::time::sleep(Duration::from_secs(6)).await; // the window measured
     let polled = controller.reconciles().await - reconciles;
     assert!(
-        polled >= 1000.0,
+        polled >= 500.0,
         "only {polled} reconciles in three poll intervals"
     );
     assert_eq!(
