@@ -282,7 +282,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         };
         let resources = Resources::of(generation);
         if !setup.args.leader_election {
-            if let Err(e) = run_controllers(&setup, &resources, stop.clone()).await {
+            if let Err(e) = run_until(&setup, &resources, stop.clone()).await {
                 tracing::error!(error = %e, "controllers stopped");
             }
             break;
@@ -379,20 +379,7 @@ async fn lead(
             metrics.leader.set(0);
         })
     };
-    // Once leadership ends, in-flight reconciles get --shutdown-timeout to
-    // finish; one stuck on an unreachable control plane is abandoned (as
-    // a crash would, which the reconciler is built to survive).
-    let shutdown_timeout = setup.args.shutdown_timeout;
-    let result = tokio::select! {
-        result = run_controllers(setup, resources, term.clone()) => result,
-        () = async {
-            term.cancelled().await;
-            tokio::time::sleep(shutdown_timeout).await;
-        } => {
-            tracing::warn!("in-flight reconciles did not finish within --shutdown-timeout; abandoned");
-            Ok(())
-        }
-    };
+    let result = run_until(setup, resources, term.clone()).await;
     term.cancel();
     lost.abort();
     confirming.abort();
@@ -403,6 +390,29 @@ async fn lead(
     // rather than after the lease expires.
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     result.map_err(|e| e.to_string())
+}
+
+/// Runs the controllers until `stop`; then in-flight reconciles get
+/// --shutdown-timeout to finish. One stuck on a control plane that does not
+/// answer (its requests have no timeout) is abandoned, as a crash would
+/// abandon it, which the reconciler is built to survive; waiting for it
+/// would outlive the platform's grace period and end in SIGKILL anyway.
+async fn run_until(
+    setup: &Arc<Setup>,
+    resources: &Resources,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let shutdown_timeout = setup.args.shutdown_timeout;
+    tokio::select! {
+        result = run_controllers(setup, resources, stop.clone()) => result,
+        () = async {
+            stop.cancelled().await;
+            tokio::time::sleep(shutdown_timeout).await;
+        } => {
+            tracing::warn!("in-flight reconciles did not finish within --shutdown-timeout; abandoned");
+            Ok(())
+        }
+    }
 }
 
 /// Cancels `term` (stepping down) unless the Lease can be confirmed as ours

@@ -1321,3 +1321,44 @@ async fn a_leader_cut_off_from_the_control_plane_steps_down_before_its_lease_exp
         took_over,
     );
 }
+
+/// SIGTERM must end the process within --shutdown-timeout even when an
+/// in-flight reconcile waits on a control plane that does not answer
+/// (Kubernetes and ECS SIGKILL what outlives its grace period).
+#[tokio::test]
+async fn sigterm_exits_in_time_while_the_control_plane_is_unreachable() {
+    let env = Env::start().await;
+    let proxy = apiserver_proxy(&env);
+    let mut controller = controller_via(
+        &env,
+        &proxy,
+        &["--poll-interval", "1s", "--shutdown-timeout", "2s"],
+    );
+    controller.wait_ready().await;
+    env.create_robot("stuck", "red", json!({})).await;
+    wait_converged(&env, &[&controller], "before the partition").await;
+
+    // Cut off; drift on the server makes the next poll put the color back
+    // and then write the status, which cannot get through.
+    proxy.set(Fault::Blackhole);
+    env.server_client()
+        .update("stuck", &robot_api::Robot::new("stuck", "pink"))
+        .await
+        .expect("drift");
+    env.wait_server_color("stuck", "red").await;
+
+    let signalled = Instant::now();
+    controller.signal(rustix::process::Signal::TERM);
+    let status = controller.wait_exit(Duration::from_secs(10)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?} after {:?}\n{}",
+        signalled.elapsed(),
+        controller.log_tail()
+    );
+    report(
+        "SIGTERM while a reconcile waits on an unreachable control plane (--shutdown-timeout 2s)",
+        "the stuck reconcile abandoned; exit 0",
+        signalled.elapsed(),
+    );
+}
