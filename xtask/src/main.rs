@@ -7,7 +7,7 @@ mod dev;
 mod tools;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Dev tasks for robot-byoc")]
@@ -46,6 +46,11 @@ enum Task {
     /// The background process of `up` (internal).
     #[command(hide = true)]
     DevSupervisor(dev::SupervisorArgs),
+}
+
+/// The command line, for checks that read its help.
+fn command() -> clap::Command {
+    Cli::command()
 }
 
 fn main() -> Result<()> {

@@ -33,7 +33,7 @@ const TABLES: &[(&str, &[&str])] = &[
 
 /// `cargo xtask readme`: rewrites the generated tables in place.
 pub fn regenerate() -> Result<()> {
-    let text = std::fs::read_to_string(README)?;
+    let text = std::fs::read_to_string(README).context("reading README.md")?;
     let updated = with_tables(&text)?;
     if updated != text {
         std::fs::write(README, updated)?;
@@ -44,7 +44,7 @@ pub fn regenerate() -> Result<()> {
 
 /// `cargo xtask ci --only readme`.
 pub fn step() -> Result<Outcome> {
-    let text = std::fs::read_to_string(README)?;
+    let text = std::fs::read_to_string(README).context("reading README.md")?;
     let mut problems = Vec::new();
     if with_tables(&text)? != text {
         problems.push("the option tables are stale: run `cargo xtask readme`".to_owned());
@@ -304,10 +304,15 @@ fn known_flags() -> Result<BTreeSet<String>> {
     ] {
         helps.push(help(args)?);
     }
-    let xtask = std::env::current_exe()?;
+    // xtask's own help is rendered in-process: re-running our binary would
+    // fail once `cargo test --workspace` has relinked it (the running file
+    // is then "(deleted)").
+    let mut xtask = crate::command();
     for sub in ["ci", "up", "demo", "bench"] {
-        let out = Command::new(&xtask).args([sub, "--help"]).output()?;
-        helps.push(String::from_utf8_lossy(&out.stdout).into_owned());
+        let cmd = xtask
+            .find_subcommand_mut(sub)
+            .with_context(|| format!("cargo xtask has no `{sub}`"))?;
+        helps.push(cmd.render_long_help().to_string());
     }
     Ok(helps.iter().flat_map(|h| flags_in(h)).collect())
 }
