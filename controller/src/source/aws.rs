@@ -18,7 +18,7 @@ use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use tokio::sync::OnceCell;
 
 use super::json_key::JsonKeySource;
-use super::{FetchFuture, Fetched, SecretBytes, SecretSource, SourceError, error_chain, query};
+use super::{FetchFuture, Fetched, SecretSource, SourceError, error_chain, query};
 
 pub(super) const SCHEME: &str = "aws-secretsmanager://";
 
@@ -369,13 +369,7 @@ impl SecretSource for AwsSecretsManagerSource {
                 (None, Some(blob)) => blob.into_inner(),
                 (None, None) => Vec::new(),
             };
-            let bytes = SecretBytes::new(bytes);
-            if bytes.expose().iter().all(u8::is_ascii_whitespace) {
-                return Err(SourceError::Empty {
-                    source_uri: self.uri.clone(),
-                });
-            }
-            Ok(Fetched { bytes, version })
+            Fetched::non_empty(bytes, version, &self.uri)
         })
     }
 }

@@ -2,7 +2,7 @@
 //! definition) and Cloud Run (`--set-secrets`) inject them. It cannot
 //! change while the process runs; rotation there means a new task.
 
-use super::{FetchFuture, Fetched, SecretBytes, SecretSource, SourceError};
+use super::{FetchFuture, Fetched, SecretSource, SourceError};
 
 #[derive(Debug)]
 pub struct EnvSource {
@@ -28,13 +28,7 @@ impl SecretSource for EnvSource {
         Box::pin(async move {
             match std::env::var_os(&self.var) {
                 None => Err(SourceError::not_found(&self.uri)),
-                Some(v) if v.is_empty() => Err(SourceError::Empty {
-                    source_uri: self.uri.clone(),
-                }),
-                Some(v) => Ok(Fetched {
-                    bytes: SecretBytes::new(v.into_encoded_bytes()),
-                    version: None,
-                }),
+                Some(v) => Fetched::non_empty(v.into_encoded_bytes(), None, &self.uri),
             }
         })
     }

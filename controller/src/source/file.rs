@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::{FetchFuture, Fetched, SecretBytes, SecretSource, SourceError};
+use super::{FetchFuture, Fetched, SecretSource, SourceError};
 
 #[derive(Debug)]
 pub struct FileSource {
@@ -42,18 +42,12 @@ impl SecretSource for FileSource {
                         detail: e.kind().to_string(),
                     },
                 })?;
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                return Err(SourceError::Empty { source_uri: uri() });
-            }
             let version = tokio::fs::metadata(&self.path)
                 .await
                 .ok()
                 .and_then(|m| m.modified().ok())
                 .map(|t| format!("{t:?}"));
-            Ok(Fetched {
-                bytes: SecretBytes::new(bytes),
-                version,
-            })
+            Fetched::non_empty(bytes, version, &self.uri)
         })
     }
 }

@@ -21,7 +21,7 @@ use google_cloud_secretmanager_v1::client::SecretManagerService;
 use tokio::sync::OnceCell;
 
 use super::json_key::JsonKeySource;
-use super::{FetchFuture, Fetched, SecretBytes, SecretSource, SourceError, error_chain, query};
+use super::{FetchFuture, Fetched, SecretSource, SourceError, error_chain, query};
 
 pub(super) const SCHEME: &str = "gcp-secretmanager://";
 
@@ -304,13 +304,7 @@ impl SecretSource for GcpSecretManagerSource {
                 });
             };
             verify_crc32c(&payload.data, payload.data_crc32c, &self.uri)?;
-            let bytes = SecretBytes::new(payload.data.to_vec());
-            if bytes.expose().iter().all(u8::is_ascii_whitespace) {
-                return Err(SourceError::Empty {
-                    source_uri: self.uri.clone(),
-                });
-            }
-            Ok(Fetched { bytes, version })
+            Fetched::non_empty(payload.data.to_vec(), version, &self.uri)
         })
     }
 }

@@ -61,6 +61,25 @@ pub struct Fetched {
     pub version: Option<String>,
 }
 
+impl Fetched {
+    /// What a source read, refused when it is empty or only whitespace (a
+    /// secret created without a value, a file truncated mid-rotation).
+    pub fn non_empty(
+        bytes: Vec<u8>,
+        version: Option<String>,
+        source_uri: &str,
+    ) -> Result<Fetched, SourceError> {
+        // Wrapped first, so that refused bytes are wiped too.
+        let bytes = SecretBytes::new(bytes);
+        if bytes.expose().iter().all(u8::is_ascii_whitespace) {
+            return Err(SourceError::Empty {
+                source_uri: source_uri.to_owned(),
+            });
+        }
+        Ok(Fetched { bytes, version })
+    }
+}
+
 /// Why a source could not deliver. Messages name the source (its URI),
 /// never the secret.
 #[derive(Debug, thiserror::Error)]

@@ -235,6 +235,24 @@ fn controller_via(env: &Env, proxy: &FaultProxy, args: &[&str]) -> Controller {
 }
 
 /// The message of a Robot's Synced condition once it is False.
+/// A controller that reaches the apiserver through a fault proxy, with
+/// `total` Robot names of which the first `created` exist and are Ready.
+async fn converged_behind_proxy(
+    env: &Env,
+    prefix: &str,
+    total: usize,
+    created: usize,
+    what: &str,
+) -> (FaultProxy, Controller, Vec<String>) {
+    let proxy = apiserver_proxy(env);
+    let mut controller = controller_via(env, &proxy, FAST);
+    controller.wait_ready().await;
+    let all = names(prefix, total);
+    create_all(env, &all[..created], "red").await;
+    wait_converged(env, &[&controller], what).await;
+    (proxy, controller, all)
+}
+
 async fn synced_false_message(env: &Env, name: &str) -> String {
     let robot = env
         .wait_condition(name, "Synced", "False", Some("ReconcileError"))
@@ -436,12 +454,8 @@ async fn apiserver_and_etcd_restarted_while_robots_change() {
 #[tokio::test]
 async fn cut_watches_resume_without_missing_a_change() {
     let env = Env::start().await;
-    let proxy = apiserver_proxy(&env);
-    let mut controller = controller_via(&env, &proxy, FAST);
-    controller.wait_ready().await;
-    let all = names("cut", 20);
-    create_all(&env, &all[..10], "red").await;
-    wait_converged(&env, &[&controller], "before the cuts").await;
+    let (proxy, controller, all) =
+        converged_behind_proxy(&env, "cut", 20, 10, "before the cuts").await;
 
     // Connections cut again and again while Robots change.
     let started = Instant::now();
@@ -520,12 +534,8 @@ async fn compact_etcd(env: &Env) -> i64 {
 #[tokio::test]
 async fn a_watch_resumed_after_compaction_relists_on_410_gone() {
     let mut env = Env::start().await;
-    let proxy = apiserver_proxy(&env);
-    let mut controller = controller_via(&env, &proxy, FAST);
-    controller.wait_ready().await;
-    let all = names("gone", 12);
-    create_all(&env, &all[..8], "red").await;
-    wait_converged(&env, &[&controller], "before the partition").await;
+    let (proxy, controller, all) =
+        converged_behind_proxy(&env, "gone", 12, 8, "before the partition").await;
 
     // Cut off; the world moves on; etcd's history is compacted and the
     // apiserver restarted, so the controller's last resourceVersion is
@@ -662,12 +672,8 @@ async fn too_many_requests_from_priority_and_fairness() {
 #[tokio::test]
 async fn apiserver_answering_5xx() {
     let env = Env::start().await;
-    let proxy = apiserver_proxy(&env);
-    let mut controller = controller_via(&env, &proxy, FAST);
-    controller.wait_ready().await;
-    let all = names("fivexx", 10);
-    create_all(&env, &all[..6], "red").await;
-    wait_converged(&env, &[&controller], "before the 5xx").await;
+    let (proxy, controller, all) =
+        converged_behind_proxy(&env, "fivexx", 10, 6, "before the 5xx").await;
 
     for (code, reason) in [(500, "InternalError"), (503, "ServiceUnavailable")] {
         let before = proxy.answered();

@@ -6,8 +6,7 @@
 //! (should be none), requests, robot-server calls, CPU. And the time from
 //! exec to the first finished reconcile (file source), median of 10.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,8 +18,12 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
-use testenv::process::{ChildProcess, free_port, rss_kib};
+use testenv::process::ChildProcess;
 use testenv::{ControlPlane, CrdSet, Options};
+
+use super::host::{
+    Binaries, build_release, cpu_seconds, get, loopback, mib, robot_resource, status_kib, wait_http,
+};
 
 /// Robots applied at once, per run; the last is the 10 000 of the targets.
 pub const SIZES: &[usize] = &[100, 1000, 10_000];
@@ -44,50 +47,11 @@ pub fn bench(sizes: &[usize], steady: Duration) -> Result<()> {
     })
 }
 
-struct Binaries {
-    server: PathBuf,
-    controller: PathBuf,
-}
-
-fn build_release() -> Result<Binaries> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    crate::tools::run(Command::new(cargo).args([
-        "build",
-        "--release",
-        "--locked",
-        "--quiet",
-        "-p",
-        "robot-server",
-        "-p",
-        "robot-controller",
-    ]))?;
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| testenv::workspace_root().join("target"))
-        .join("release");
-    Ok(Binaries {
-        server: dir.join("robot-server"),
-        controller: dir.join("robot-controller"),
-    })
-}
-
-fn robot_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("iam.dummy.crossplane.io", "v1alpha1", "Robot"),
-        "robots",
-    )
-}
-
 fn pc_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("dummy.crossplane.io", "v1alpha1", "ProviderConfig"),
         "providerconfigs",
     )
-}
-
-fn loopback() -> Result<SocketAddr> {
-    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    Ok(SocketAddr::new(ip, free_port(ip)?))
 }
 
 /// A control plane, the robot server and (once started) the controller.
@@ -339,7 +303,7 @@ async fn first_reconcile(bins: &Binaries) -> Result<Duration> {
         let started = Instant::now();
         let controller = stack.controller(bins, health)?;
         loop {
-            let reconciles = get_metrics(health)
+            let reconciles = get(health, "/metrics")
                 .await
                 .map(|m| sum(&m, "robot_controller_reconciles_total", |_| true))
                 .unwrap_or(0.0);
@@ -366,10 +330,12 @@ struct Scrape {
 
 impl Scrape {
     async fn take(controller: SocketAddr, server: SocketAddr) -> Result<Scrape> {
-        let c = get_metrics(controller)
+        let c = get(controller, "/metrics")
             .await
             .context("controller /metrics")?;
-        let s = get_metrics(server).await.context("robot-server /metrics")?;
+        let s = get(server, "/metrics")
+            .await
+            .context("robot-server /metrics")?;
         Ok(Scrape {
             kube_requests: sum(&c, "robot_controller_kube_requests_total", |_| true),
             kube_writes: sum(&c, "robot_controller_kube_requests_total", |l| {
@@ -390,56 +356,6 @@ fn sum(metrics: &str, name: &str, filter: impl Fn(&str) -> bool) -> f64 {
         .sum()
 }
 
-async fn get_metrics(addr: SocketAddr) -> Option<String> {
-    tokio::task::spawn_blocking(move || {
-        testenv::http::get(addr, "/metrics", Duration::from_secs(5)).ok()
-    })
-    .await
-    .ok()
-    .flatten()
-    .map(|r| r.body)
-}
-
-async fn wait_http(addr: SocketAddr, path: &'static str) -> Result<()> {
-    testenv::wait_for(
-        &format!("{path} on {addr}"),
-        Duration::from_secs(60),
-        || async move {
-            tokio::task::spawn_blocking(move || {
-                testenv::http::get(addr, path, Duration::from_secs(1)).ok()
-            })
-            .await
-            .ok()
-            .flatten()
-            .filter(|r| r.status == 200)
-        },
-    )
-    .await?;
-    Ok(())
-}
-
 fn rss_mib(pid: u32) -> f64 {
-    rss_kib(pid).map(|k| k as f64 / 1024.0).unwrap_or(f64::NAN)
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat"))
-        .unwrap_or_default();
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of /proc/pid/stat, 12 and 13 here.
-    (ticks(11) + ticks(12)) / clock_ticks()
-}
-
-fn clock_ticks() -> f64 {
-    // Linux has used 100 Hz USER_HZ for /proc on every architecture since 2.6.
-    100.0
+    mib(status_kib(pid, "VmRSS:"))
 }

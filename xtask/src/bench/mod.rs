@@ -2,6 +2,7 @@
 //! and BENCHMARKS.md, never asserted (machines differ; tests must not).
 
 pub mod controller;
+mod host;
 pub mod server;
 pub mod soak;
 

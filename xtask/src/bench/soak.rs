@@ -14,8 +14,7 @@
 //!   (`ROBOT_CHAOS_RUNS`).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -27,99 +26,18 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
-use testenv::process::{ChildProcess, free_port};
+use testenv::process::ChildProcess;
 use testenv::{ControlPlane, CrdSet, Options};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use super::host::{
+    build_release, cpu_seconds, get, loopback, mib, robot_resource, status_kib, wait_http,
+};
+
 /// The controller's default poll interval: steady-state calls are
 /// reported per interval.
 const POLL_INTERVAL: Duration = Duration::from_secs(60);
-
-struct Binaries {
-    server: PathBuf,
-    controller: PathBuf,
-}
-
-fn build_release() -> Result<Binaries> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    crate::tools::run(Command::new(cargo).args([
-        "build",
-        "--release",
-        "--locked",
-        "--quiet",
-        "-p",
-        "robot-server",
-        "-p",
-        "robot-controller",
-    ]))?;
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| testenv::workspace_root().join("target"))
-        .join("release");
-    Ok(Binaries {
-        server: dir.join("robot-server"),
-        controller: dir.join("robot-controller"),
-    })
-}
-
-fn loopback() -> Result<SocketAddr> {
-    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    Ok(SocketAddr::new(ip, free_port(ip)?))
-}
-
-fn robot_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("iam.dummy.crossplane.io", "v1alpha1", "Robot"),
-        "robots",
-    )
-}
-
-/// `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn mib(kib: Option<u64>) -> f64 {
-    kib.map(|k| k as f64 / 1024.0).unwrap_or(f64::NAN)
-}
-
-/// utime + stime in seconds (USER_HZ is 100 on Linux).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-async fn get(addr: SocketAddr, path: &'static str) -> Option<String> {
-    tokio::task::spawn_blocking(move || {
-        testenv::http::get(addr, path, Duration::from_secs(10)).ok()
-    })
-    .await
-    .ok()
-    .flatten()
-    .filter(|r| r.status == 200)
-    .map(|r| r.body)
-}
-
-async fn wait_http(addr: SocketAddr, path: &'static str) -> Result<()> {
-    testenv::wait_for(
-        &format!("{path} on {addr}"),
-        Duration::from_secs(60),
-        || get(addr, path),
-    )
-    .await?;
-    Ok(())
-}
 
 /// Sums of a counter family by one label's value.
 fn by_label(metrics: &str, name: &str, label: &str) -> BTreeMap<String, f64> {
