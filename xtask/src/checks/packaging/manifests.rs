@@ -58,6 +58,30 @@ fn items<'a>(v: &'a Value, pointer: &str) -> impl Iterator<Item = &'a Value> + '
         .flatten()
 }
 
+/// `[{name, value}]` lists: Kubernetes `env` and ECS `environment` alike.
+fn name_values(container: &Value, pointer: &str) -> Vec<(String, Option<String>)> {
+    items(container, pointer)
+        .map(|e| {
+            (
+                str_at(e, "/name").unwrap_or_default().to_owned(),
+                str_at(e, "/value").map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+/// `[{name?, containerPort}]` lists: Kubernetes `ports`, ECS `portMappings`.
+fn named_ports(container: &Value, pointer: &str) -> Vec<(Option<String>, u16)> {
+    items(container, pointer)
+        .map(|p| {
+            (
+                str_at(p, "/name").map(str::to_owned),
+                p["containerPort"].as_u64().unwrap_or(0) as u16,
+            )
+        })
+        .collect()
+}
+
 /// Containers of a Kubernetes-shaped pod spec (Kubernetes, and Cloud Run's
 /// Knative-style YAML), with their mounts resolved against `volumes`.
 pub fn pod_containers(pod_spec: &Value) -> Vec<Container> {
@@ -68,22 +92,8 @@ pub fn pod_containers(pod_spec: &Value) -> Vec<Container> {
     items(pod_spec, "/containers")
         .map(|c| Container {
             name: str_at(c, "/name").unwrap_or_default().to_owned(),
-            env: items(c, "/env")
-                .map(|e| {
-                    (
-                        str_at(e, "/name").unwrap_or_default().to_owned(),
-                        str_at(e, "/value").map(str::to_owned),
-                    )
-                })
-                .collect(),
-            ports: items(c, "/ports")
-                .map(|p| {
-                    (
-                        str_at(p, "/name").map(str::to_owned),
-                        p["containerPort"].as_u64().unwrap_or(0) as u16,
-                    )
-                })
-                .collect(),
+            env: name_values(c, "/env"),
+            ports: named_ports(c, "/ports"),
             probes: ["startupProbe", "readinessProbe", "livenessProbe"]
                 .into_iter()
                 .filter_map(|kind| {
@@ -113,22 +123,8 @@ pub fn ecs_containers(task: &Value) -> Vec<Container> {
     items(task, "/containerDefinitions")
         .map(|c| Container {
             name: str_at(c, "/name").unwrap_or_default().to_owned(),
-            env: items(c, "/environment")
-                .map(|e| {
-                    (
-                        str_at(e, "/name").unwrap_or_default().to_owned(),
-                        str_at(e, "/value").map(str::to_owned),
-                    )
-                })
-                .collect(),
-            ports: items(c, "/portMappings")
-                .map(|p| {
-                    (
-                        str_at(p, "/name").map(str::to_owned),
-                        p["containerPort"].as_u64().unwrap_or(0) as u16,
-                    )
-                })
-                .collect(),
+            env: name_values(c, "/environment"),
+            ports: named_ports(c, "/portMappings"),
             ..Container::default()
         })
         .collect()
