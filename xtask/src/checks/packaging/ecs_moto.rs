@@ -13,9 +13,8 @@ use serde_json::Value;
 
 use super::infra::readme_run_task;
 use crate::checks::terraform::cli::run_captured;
-use crate::checks::terraform::moto::Moto;
+use crate::checks::terraform::moto::{Aws, Moto, REGION};
 
-const REGION: &str = "us-east-1";
 /// moto's default account.
 const ACCOUNT_ID: &str = "123456789012";
 const NAME: &str = "robot-byoc";
@@ -54,35 +53,6 @@ pub fn placeholders(text: &str) -> Vec<String> {
     names.sort();
     names.dedup();
     names
-}
-
-struct Aws<'a> {
-    venv_bin: &'a Path,
-    endpoint: &'a str,
-}
-
-impl Aws<'_> {
-    fn env(&self, cmd: &mut Command) {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let mut paths = vec![self.venv_bin.to_path_buf()];
-        paths.extend(std::env::split_paths(&path));
-        cmd.env("PATH", std::env::join_paths(paths).unwrap_or_default())
-            .env("AWS_ENDPOINT_URL", self.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_DEFAULT_REGION", REGION)
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN");
-    }
-
-    fn json(&self, args: &[&str]) -> Result<Value> {
-        let mut cmd = Command::new(self.venv_bin.join("aws"));
-        self.env(&mut cmd);
-        let out = run_captured(cmd.args(args).args(["--output", "json"]))?;
-        serde_json::from_str(&out).with_context(|| format!("aws {args:?} printed no JSON: {out}"))
-    }
 }
 
 /// Registers both task definitions and runs the README's one-shot pass.

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::cli::{Terraform, run_captured};
 use super::env_contract;
-use super::moto::Moto;
+use super::moto::{Aws, Moto, REGION};
 
 /// AWS services the example touches; each provider endpoint points at moto.
 const SERVICES: &[&str] = &[
@@ -39,7 +39,6 @@ pub const MOTO_GAPS: &[&str] = &[];
 pub const MOTO_UNSTORED: &[&str] =
     &["aws_ecs_service deploymentConfiguration (healthy percentages, circuit breaker)"];
 
-const REGION: &str = "us-east-1";
 const MARKER: &str = "robot-byoc-e2e-kubeconfig-marker";
 
 pub struct Report {
@@ -73,40 +72,6 @@ fn provider_override(endpoint: &str) -> String {
          \x20 endpoints {{\n{endpoints}  }}\n\
          }}\n"
     )
-}
-
-struct Aws<'a> {
-    venv_bin: &'a Path,
-    endpoint: &'a str,
-}
-
-impl Aws<'_> {
-    fn command(&self) -> Command {
-        let mut cmd = Command::new(self.venv_bin.join("aws"));
-        self.env(&mut cmd);
-        cmd
-    }
-
-    /// The environment of an aws CLI aimed at moto.
-    fn env(&self, cmd: &mut Command) {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let mut paths = vec![self.venv_bin.to_path_buf()];
-        paths.extend(std::env::split_paths(&path));
-        cmd.env("PATH", std::env::join_paths(paths).unwrap_or_default())
-            .env("AWS_ENDPOINT_URL", self.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_DEFAULT_REGION", REGION)
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN");
-    }
-
-    fn json(&self, args: &[&str]) -> Result<Value> {
-        let out = run_captured(self.command().args(args).args(["--output", "json"]))?;
-        serde_json::from_str(&out).with_context(|| format!("aws {args:?} printed no JSON: {out}"))
-    }
 }
 
 /// Applies the example (controller as an ECS service), checks it, runs

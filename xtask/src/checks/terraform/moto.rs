@@ -9,7 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::cli::tail;
+use serde_json::Value;
+
+use super::cli::{run_captured, tail};
+
+/// The region every run against moto uses.
+pub const REGION: &str = "us-east-1";
 
 pub struct Moto {
     child: Child,
@@ -104,4 +109,37 @@ fn answers(addr: SocketAddr) -> bool {
     }
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
+}
+
+/// The aws CLI from `venv_bin`, aimed at moto with throwaway credentials;
+/// nothing of the user's AWS configuration is read.
+pub struct Aws<'a> {
+    pub venv_bin: &'a Path,
+    pub endpoint: &'a str,
+}
+
+impl Aws<'_> {
+    /// Points `cmd` (the aws CLI or a shell that calls it) at moto.
+    pub fn env(&self, cmd: &mut Command) {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![self.venv_bin.to_path_buf()];
+        paths.extend(std::env::split_paths(&path));
+        cmd.env("PATH", std::env::join_paths(paths).unwrap_or_default())
+            .env("AWS_ENDPOINT_URL", self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_DEFAULT_REGION", REGION)
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN");
+    }
+
+    /// `aws <args> --output json`, parsed.
+    pub fn json(&self, args: &[&str]) -> Result<Value> {
+        let mut cmd = Command::new(self.venv_bin.join("aws"));
+        self.env(&mut cmd);
+        let out = run_captured(cmd.args(args).args(["--output", "json"]))?;
+        serde_json::from_str(&out).with_context(|| format!("aws {args:?} printed no JSON: {out}"))
+    }
 }
