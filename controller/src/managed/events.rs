@@ -57,22 +57,32 @@ impl Reason {
 
 /// Records events for one controller; failures to record are logged, never
 /// fatal: an event is a courtesy, the condition is the truth.
+///
+/// Warnings repeat while a fault lasts, so they go through one shared
+/// kube `Recorder`, which folds repeats into a series (one Event, a count).
+/// That recorder keeps every event it published for six minutes and only
+/// forgets them when it next publishes, scanning them all under one lock:
+/// for the one-off Normal events (a create, an update, a delete) that
+/// meant 28 MB held after 10 000 creates and a scan of up to 10 000
+/// entries per event. A Normal event is recorded by a recorder of its own,
+/// which remembers nothing.
 #[derive(Clone)]
 pub struct Events {
-    recorder: Recorder,
+    client: kube::Client,
+    reporter: Reporter,
+    warnings: Recorder,
 }
 
 impl Events {
     pub fn new(client: kube::Client, controller: &str) -> Self {
-        let instance = std::env::var("HOSTNAME").ok();
+        let reporter = Reporter {
+            controller: controller.into(),
+            instance: std::env::var("HOSTNAME").ok(),
+        };
         Self {
-            recorder: Recorder::new(
-                client,
-                Reporter {
-                    controller: controller.into(),
-                    instance,
-                },
-            ),
+            warnings: Recorder::new(client.clone(), reporter.clone()),
+            client,
+            reporter,
         }
     }
 
@@ -84,7 +94,15 @@ impl Events {
             action: action(reason).into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, regarding).await {
+        let published = match event.type_ {
+            EventType::Warning => self.warnings.publish(&event, regarding).await,
+            EventType::Normal => {
+                Recorder::new(self.client.clone(), self.reporter.clone())
+                    .publish(&event, regarding)
+                    .await
+            }
+        };
+        if let Err(e) = published {
             tracing::warn!(
                 reason = reason.as_str(),
                 object = regarding.name.as_deref().unwrap_or_default(),

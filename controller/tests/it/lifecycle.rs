@@ -310,6 +310,15 @@ async fn server_down_then_back_and_restarted_empty() {
         message.starts_with("observe failed: cannot get robot"),
         "{message}"
     );
+    // The failure repeats with each retry: one Event, counted as a series.
+    let warnings = env
+        .wait_events("CannotObserveExternalResource", "one", |events| {
+            events
+                .iter()
+                .any(|e| e.series.as_ref().is_some_and(|s| s.count.unwrap_or(0) >= 2))
+        })
+        .await;
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
 
     // Back, but empty (its state was in memory): everything is recreated.
     env.server.restart().await.unwrap();

@@ -193,6 +193,31 @@ impl Env {
         .expect("event recorded");
     }
 
+    /// Waits until the Events of `reason` about `name` satisfy `done`.
+    pub async fn wait_events(
+        &self,
+        reason: &str,
+        name: &str,
+        done: impl Fn(&[Event]) -> bool,
+    ) -> Vec<Event> {
+        let events: Api<Event> = Api::namespaced(self.admin.clone(), "default");
+        let done = &done;
+        wait_for(&format!("events {reason} for {name}"), CONVERGE, || async {
+            let list = events.list(&Default::default()).await.ok()?;
+            let matching: Vec<Event> = list
+                .items
+                .into_iter()
+                .filter(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.involved_object.name.as_deref() == Some(name)
+                })
+                .collect();
+            done(&matching).then_some(matching)
+        })
+        .await
+        .expect("events recorded")
+    }
+
     pub fn server_client(&self) -> RobotClient {
         RobotClient::new(reqwest::Client::new(), self.server.url(), None).expect("client")
     }
