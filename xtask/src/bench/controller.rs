@@ -7,28 +7,17 @@
 //! exec to the first finished reconcile (file source), median of 10.
 
 use std::net::SocketAddr;
-use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use futures::{StreamExt, TryStreamExt};
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::{WatchStreamExt, watcher};
-use serde_json::json;
-use testenv::process::ChildProcess;
-use testenv::{ControlPlane, CrdSet, Options};
 
 use super::host::{
-    Binaries, build_release, cpu_seconds, get, loopback, mib, robot_resource, status_kib, wait_http,
+    Binaries, build_release, cpu_seconds, get, loopback, mib, status_kib, wait_http,
 };
+use super::stack::Stack;
 
 /// Robots applied at once, per run; the last is the 10 000 of the targets.
 pub const SIZES: &[usize] = &[100, 1000, 10_000];
-/// Robots created concurrently by the benchmark's own client.
-const APPLY_CONCURRENCY: usize = 64;
 const FIRST_RECONCILE_RUNS: usize = 10;
 
 pub fn bench(sizes: &[usize], steady: Duration) -> Result<()> {
@@ -45,156 +34,6 @@ pub fn bench(sizes: &[usize], steady: Duration) -> Result<()> {
         println!("start to first finished reconcile (file source, median of {FIRST_RECONCILE_RUNS}): {first:?}");
         Ok(())
     })
-}
-
-fn pc_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("dummy.crossplane.io", "v1alpha1", "ProviderConfig"),
-        "providerconfigs",
-    )
-}
-
-/// A control plane, the robot server and (once started) the controller.
-struct Stack {
-    cp: ControlPlane,
-    admin: kube::Client,
-    // Kept alive for the run; killed on drop.
-    _server: ChildProcess,
-    server_addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Stack {
-    async fn start(bins: &Binaries) -> Result<Stack> {
-        let cp = ControlPlane::start(Options {
-            crds: CrdSet::Ours,
-            ..Options::default()
-        })
-        .await?;
-        let admin = cp.admin_client().await?;
-        let dir = tempfile::tempdir()?;
-        let server_addr = loopback()?;
-        let mut cmd = Command::new(&bins.server);
-        cmd.args(["--listen", &server_addr.to_string(), "--log-filter", "warn"]);
-        let server = ChildProcess::spawn("robot-server", cmd, &dir.path().join("server.log"))?;
-        wait_http(server_addr, "/healthz").await?;
-        let pc = json!({
-            "apiVersion": "dummy.crossplane.io/v1alpha1",
-            "kind": "ProviderConfig",
-            "metadata": { "name": "default" },
-            "spec": { "endpoint": format!("http://{server_addr}") },
-        });
-        Api::<DynamicObject>::all_with(admin.clone(), &pc_resource())
-            .patch(
-                "default",
-                &PatchParams::apply("bench").force(),
-                &Patch::Apply(&pc),
-            )
-            .await?;
-        Ok(Stack {
-            cp,
-            admin,
-            _server: server,
-            server_addr,
-            dir,
-        })
-    }
-
-    fn controller(&self, bins: &Binaries, health: SocketAddr) -> Result<ChildProcess> {
-        let mut cmd = Command::new(&bins.controller);
-        cmd.arg("run")
-            .arg("--kubeconfig-source")
-            .arg(self.cp.controller_kubeconfig_path())
-            .args([
-                "--health-listen",
-                &health.to_string(),
-                "--log-filter",
-                "warn",
-            ]);
-        Ok(ChildProcess::spawn(
-            "robot-controller",
-            cmd,
-            &self
-                .dir
-                .path()
-                .join(format!("controller-{}.log", health.port())),
-        )?)
-    }
-
-    async fn create_robots(&self, n: usize, prefix: &str) -> Result<()> {
-        let api: Api<DynamicObject> = Api::all_with(self.admin.clone(), &robot_resource());
-        futures::stream::iter(0..n)
-            .map(|i| {
-                let api = api.clone();
-                async move {
-                    let robot: DynamicObject = serde_json::from_value(json!({
-                        "apiVersion": "iam.dummy.crossplane.io/v1alpha1",
-                        "kind": "Robot",
-                        "metadata": { "name": format!("{prefix}-{i:05}") },
-                        "spec": { "forProvider": { "color": "yellow" } },
-                    }))?;
-                    api.create(&PostParams::default(), &robot).await?;
-                    anyhow::Ok(())
-                }
-            })
-            .buffer_unordered(APPLY_CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
-    }
-
-    /// Waits until `n` Robots are Ready and Synced, watching (not polling).
-    async fn wait_all_ready(&self, n: usize, timeout: Duration) -> Result<()> {
-        let api: Api<DynamicObject> = Api::all_with(self.admin.clone(), &robot_resource());
-        let ready = Arc::new(dashmap_like::Set::default());
-        let count = Arc::new(AtomicUsize::new(0));
-        let stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .applied_objects()
-            .try_for_each(|r| {
-                let name = r.metadata.name.clone().unwrap_or_default();
-                let ok = ["Ready", "Synced"].iter().all(|t| is_true(&r, t));
-                if ok && ready.insert(name) {
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-                async { Ok(()) }
-            });
-        let done = async {
-            while count.load(Ordering::Relaxed) < n {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        tokio::select! {
-            r = stream => bail!("watch ended: {r:?}"),
-            _ = done => Ok(()),
-            _ = tokio::time::sleep(timeout) => bail!(
-                "only {} of {n} Robots Ready after {timeout:?}",
-                count.load(Ordering::Relaxed)
-            ),
-        }
-    }
-}
-
-fn is_true(r: &DynamicObject, type_: &str) -> bool {
-    r.data["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == type_ && c["status"] == "True")
-    })
-}
-
-/// A set usable from the watch callback without locking the world.
-mod dashmap_like {
-    use std::collections::HashSet;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    pub struct Set(Mutex<HashSet<String>>);
-
-    impl Set {
-        pub fn insert(&self, s: String) -> bool {
-            self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(s)
-        }
-    }
 }
 
 struct Figures {

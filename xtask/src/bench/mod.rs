@@ -5,6 +5,7 @@ pub mod controller;
 mod host;
 pub mod server;
 pub mod soak;
+mod stack;
 
 use anyhow::Result;
 

@@ -17,23 +17,16 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use futures::{StreamExt, TryStreamExt};
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::{WatchStreamExt, watcher};
-use serde_json::json;
 use testenv::process::ChildProcess;
-use testenv::{ControlPlane, CrdSet, Options};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::host::{
-    build_release, cpu_seconds, get, loopback, mib, robot_resource, status_kib, wait_http,
-};
+use super::host::{build_release, cpu_seconds, get, loopback, mib, status_kib, wait_http};
+use super::stack::Stack;
 
 /// The controller's default poll interval: steady-state calls are
 /// reported per interval.
@@ -109,39 +102,10 @@ pub fn scale(n: usize, steady: Duration) -> Result<()> {
     let bins = build_release()?;
     testenv::install_crypto_provider();
     tokio::runtime::Runtime::new()?.block_on(async {
-        let cp = ControlPlane::start(Options {
-            crds: CrdSet::Ours,
-            ..Options::default()
-        })
-        .await?;
-        let admin = cp.admin_client().await?;
-        let dir = tempfile::tempdir()?;
-        let server_addr = loopback()?;
-        let mut cmd = Command::new(&bins.server);
-        cmd.args(["--listen", &server_addr.to_string(), "--log-filter", "warn"]);
-        let server = ChildProcess::spawn("robot-server", cmd, &dir.path().join("server.log"))?;
-        wait_http(server_addr, "/healthz").await?;
-        let pc = json!({
-            "apiVersion": "dummy.crossplane.io/v1alpha1",
-            "kind": "ProviderConfig",
-            "metadata": { "name": "default" },
-            "spec": { "endpoint": format!("http://{server_addr}") },
-        });
-        let pcs = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("dummy.crossplane.io", "v1alpha1", "ProviderConfig"),
-            "providerconfigs",
-        );
-        Api::<DynamicObject>::all_with(admin.clone(), &pcs)
-            .patch("default", &PatchParams::apply("bench").force(), &Patch::Apply(&pc))
-            .await?;
+        let stack = Stack::start(&bins).await?;
+        let (cp, server_addr) = (&stack.cp, stack.server_addr);
         let health = loopback()?;
-        let mut cmd = Command::new(&bins.controller);
-        cmd.arg("run")
-            .arg("--kubeconfig-source")
-            .arg(cp.controller_kubeconfig_path())
-            .args(["--health-listen", &health.to_string(), "--log-filter", "warn"]);
-        let controller =
-            ChildProcess::spawn("robot-controller", cmd, &dir.path().join("controller.log"))?;
+        let controller = stack.controller(&bins, health)?;
         wait_http(health, "/readyz").await?;
         let pid = controller.id();
         println!(
@@ -160,8 +124,8 @@ pub fn scale(n: usize, steady: Duration) -> Result<()> {
         let cp_cpu0 = control_plane_cpu();
         let started = Instant::now();
         let (created, ready) = tokio::join!(
-            create_robots(&admin, n),
-            wait_all_ready(&admin, n, Duration::from_secs(1200))
+            stack.create_robots(n, "scale"),
+            stack.wait_all_ready(n, Duration::from_secs(1200))
         );
         created?;
         ready?;
@@ -233,12 +197,7 @@ pub fn scale(n: usize, steady: Duration) -> Result<()> {
         // freed-but-kept allocations).
         drop(controller);
         let health = loopback()?;
-        let mut cmd = Command::new(&bins.controller);
-        cmd.arg("run")
-            .arg("--kubeconfig-source")
-            .arg(cp.controller_kubeconfig_path())
-            .args(["--health-listen", &health.to_string(), "--log-filter", "warn"]);
-        let fresh = ChildProcess::spawn("robot-controller", cmd, &dir.path().join("fresh.log"))?;
+        let fresh = stack.controller(&bins, health)?;
         wait_http(health, "/readyz").await?;
         let ready_rss = status_kib(fresh.id(), "VmRSS:");
         // One poll interval and a little: every Robot observed once.
@@ -251,69 +210,8 @@ pub fn scale(n: usize, steady: Duration) -> Result<()> {
             mib(status_kib(fresh.id(), "VmHWM:"))
         );
         drop(fresh);
-        drop(server);
         anyhow::Ok(())
     })
-}
-
-async fn create_robots(admin: &kube::Client, n: usize) -> Result<()> {
-    let api: Api<DynamicObject> = Api::all_with(admin.clone(), &robot_resource());
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                let robot: DynamicObject = serde_json::from_value(json!({
-                    "apiVersion": "iam.dummy.crossplane.io/v1alpha1",
-                    "kind": "Robot",
-                    "metadata": { "name": format!("scale-{i:05}") },
-                    "spec": { "forProvider": { "color": "yellow" } },
-                }))?;
-                api.create(&PostParams::default(), &robot).await?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(64)
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(())
-}
-
-/// Waits, watching, until `n` Robots are Ready and Synced.
-async fn wait_all_ready(admin: &kube::Client, n: usize, timeout: Duration) -> Result<()> {
-    let api: Api<DynamicObject> = Api::all_with(admin.clone(), &robot_resource());
-    let ready = std::sync::Mutex::new(std::collections::HashSet::new());
-    let count = AtomicUsize::new(0);
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .try_for_each(|r| {
-            let ok = ["Ready", "Synced"].iter().all(|t| {
-                r.data["status"]["conditions"]
-                    .as_array()
-                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == *t && c["status"] == "True"))
-            });
-            if ok
-                && ready
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(r.metadata.name.clone().unwrap_or_default())
-            {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-            async { Ok(()) }
-        });
-    let done = async {
-        while count.load(Ordering::Relaxed) < n {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::select! {
-        r = stream => bail!("watch ended: {r:?}"),
-        _ = done => Ok(()),
-        _ = tokio::time::sleep(timeout) => bail!(
-            "only {} of {n} Robots Ready after {timeout:?}", count.load(Ordering::Relaxed)
-        ),
-    }
 }
 
 /// `bench server-soak`: `clients` connections for `duration`, over a base

@@ -1,0 +1,158 @@
+//! A control plane with our CRDs, the release robot server and its
+//! ProviderConfig `default`: what the controller benchmarks run against.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+use testenv::process::ChildProcess;
+use testenv::{ControlPlane, CrdSet, Options};
+
+use super::host::{Binaries, loopback, robot_resource, wait_http};
+
+/// Robots created concurrently by the benchmark's own client.
+const APPLY_CONCURRENCY: usize = 64;
+
+pub struct Stack {
+    pub cp: ControlPlane,
+    pub admin: kube::Client,
+    // Kept alive for the run; killed on drop.
+    _server: ChildProcess,
+    pub server_addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl Stack {
+    pub async fn start(bins: &Binaries) -> Result<Stack> {
+        let cp = ControlPlane::start(Options {
+            crds: CrdSet::Ours,
+            ..Options::default()
+        })
+        .await?;
+        let admin = cp.admin_client().await?;
+        let dir = tempfile::tempdir()?;
+        let server_addr = loopback()?;
+        let mut cmd = Command::new(&bins.server);
+        cmd.args(["--listen", &server_addr.to_string(), "--log-filter", "warn"]);
+        let server = ChildProcess::spawn("robot-server", cmd, &dir.path().join("server.log"))?;
+        wait_http(server_addr, "/healthz").await?;
+        let pc = json!({
+            "apiVersion": "dummy.crossplane.io/v1alpha1",
+            "kind": "ProviderConfig",
+            "metadata": { "name": "default" },
+            "spec": { "endpoint": format!("http://{server_addr}") },
+        });
+        let pcs = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("dummy.crossplane.io", "v1alpha1", "ProviderConfig"),
+            "providerconfigs",
+        );
+        Api::<DynamicObject>::all_with(admin.clone(), &pcs)
+            .patch(
+                "default",
+                &PatchParams::apply("bench").force(),
+                &Patch::Apply(&pc),
+            )
+            .await?;
+        Ok(Stack {
+            cp,
+            admin,
+            _server: server,
+            server_addr,
+            dir,
+        })
+    }
+
+    /// The release controller with default flags, serving health on
+    /// `health`; killed when dropped.
+    pub fn controller(&self, bins: &Binaries, health: SocketAddr) -> Result<ChildProcess> {
+        let mut cmd = Command::new(&bins.controller);
+        cmd.arg("run")
+            .arg("--kubeconfig-source")
+            .arg(self.cp.controller_kubeconfig_path())
+            .args([
+                "--health-listen",
+                &health.to_string(),
+                "--log-filter",
+                "warn",
+            ]);
+        let log = self
+            .dir
+            .path()
+            .join(format!("controller-{}.log", health.port()));
+        Ok(ChildProcess::spawn("robot-controller", cmd, &log)?)
+    }
+
+    /// Creates `n` yellow Robots `<prefix>-00000` and on.
+    pub async fn create_robots(&self, n: usize, prefix: &str) -> Result<()> {
+        let api: Api<DynamicObject> = Api::all_with(self.admin.clone(), &robot_resource());
+        futures::stream::iter(0..n)
+            .map(|i| {
+                let api = api.clone();
+                async move {
+                    let robot: DynamicObject = serde_json::from_value(json!({
+                        "apiVersion": "iam.dummy.crossplane.io/v1alpha1",
+                        "kind": "Robot",
+                        "metadata": { "name": format!("{prefix}-{i:05}") },
+                        "spec": { "forProvider": { "color": "yellow" } },
+                    }))?;
+                    api.create(&PostParams::default(), &robot).await?;
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(APPLY_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until `n` Robots are Ready and Synced, watching (not polling).
+    pub async fn wait_all_ready(&self, n: usize, timeout: Duration) -> Result<()> {
+        let api: Api<DynamicObject> = Api::all_with(self.admin.clone(), &robot_resource());
+        let ready = Mutex::new(HashSet::new());
+        let count = AtomicUsize::new(0);
+        let stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .try_for_each(|r| {
+                let ok = ["Ready", "Synced"].iter().all(|t| is_true(&r, t));
+                if ok
+                    && ready
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(r.metadata.name.clone().unwrap_or_default())
+                {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                async { Ok(()) }
+            });
+        let done = async {
+            while count.load(Ordering::Relaxed) < n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::select! {
+            r = stream => bail!("watch ended: {r:?}"),
+            _ = done => Ok(()),
+            _ = tokio::time::sleep(timeout) => bail!(
+                "only {} of {n} Robots Ready after {timeout:?}",
+                count.load(Ordering::Relaxed)
+            ),
+        }
+    }
+}
+
+fn is_true(r: &DynamicObject, type_: &str) -> bool {
+    r.data["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == type_ && c["status"] == "True")
+    })
+}
