@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use testenv::process::{ChildProcess, free_port, log_tail};
 use testenv::{CrdSet, wait_for};
 
-use crate::support::{CONVERGE, Env};
+use crate::support::{CONVERGE, Controller, Env};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const REGION: &str = "us-east-1";
@@ -410,84 +410,6 @@ fn google_id_token(audience: &str) -> String {
 
 /// A long-running controller with its own environment (the shared
 /// support spawner passes none).
-struct Controller {
-    process: ChildProcess,
-    health: SocketAddr,
-    log: PathBuf,
-}
-
-impl Controller {
-    fn spawn(dir: &Path, args: &[&str], env: &[(String, String)]) -> Controller {
-        let port = free_port(LOOPBACK).unwrap();
-        let health = SocketAddr::new(LOOPBACK, port);
-        let log = dir.join(format!("controller-{port}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_robot-controller"));
-        cmd.arg("run")
-            .arg("--health-listen")
-            .arg(health.to_string())
-            .args(args)
-            .env_remove("KUBECONFIG")
-            .env("ROBOT_CONTROLLER_LOG_FORMAT", "text")
-            .envs(env.iter().map(|(k, v)| (k, v)));
-        let process = ChildProcess::spawn("robot-controller", cmd, &log).unwrap();
-        Controller {
-            process,
-            health,
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let (addr, path) = (self.health, path.to_owned());
-        tokio::task::spawn_blocking(move || {
-            testenv::http::get(addr, &path, Duration::from_secs(2)).ok()
-        })
-        .await
-        .ok()
-        .flatten()
-        .map(|r| (r.status, r.body))
-    }
-
-    async fn wait_readyz(&mut self, what: &str, ok: impl Fn(u16, &str) -> bool) -> String {
-        let result = wait_for(what, CONVERGE, || async {
-            match self.get("/readyz").await {
-                Some((status, body)) if ok(status, &body) => Some(body),
-                _ => None,
-            }
-        })
-        .await;
-        match result {
-            Ok(body) => body,
-            Err(e) => panic!(
-                "{e}; exit: {:?}; log:\n{}",
-                self.process.exit_status(),
-                log_tail(&self.log, 40)
-            ),
-        }
-    }
-
-    async fn wait_ready(&mut self) {
-        self.wait_readyz("controller /readyz 200", |s, _| s == 200)
-            .await;
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "--- controller log ({}) ---\n{}",
-                self.log.display(),
-                log_tail(&self.log, 60)
-            );
-        }
-    }
-}
-
 /// `robot-controller once` with `args` and `env`: exit code and output.
 async fn once(args: &[&str], env: &[(String, String)]) -> (Option<i32>, String) {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_robot-controller"));
@@ -775,8 +697,9 @@ async fn aws_secrets_manager_kubeconfig_and_server_token_with_rotation() {
     moto.create("robot/server", &server_token_json(&stack.token_a))
         .await;
     let kubeconfig_uri = "aws-secretsmanager://robot/kubeconfig";
-    let mut controller = Controller::spawn(
+    let mut controller = Controller::spawn_with(
         stack.env.dir.path(),
+        "run",
         &[
             "--kubeconfig-source",
             kubeconfig_uri,
@@ -803,8 +726,9 @@ async fn gcp_secret_manager_kubeconfig_and_server_token_with_rotation() {
     drongo.create("server-token").await;
     let server_token = drongo.add_version("server-token", &stack.token_a).await;
     let kubeconfig_uri = "gcp-secretmanager://projects/p1/secrets/kubeconfig/versions/latest";
-    let mut controller = Controller::spawn(
+    let mut controller = Controller::spawn_with(
         stack.env.dir.path(),
+        "run",
         &[
             "--kubeconfig-source",
             kubeconfig_uri,
@@ -860,8 +784,9 @@ async fn gcp_id_tokens_reach_the_robot_server() {
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("refused our credentials"), "{log}");
 
-    let mut controller = Controller::spawn(
+    let mut controller = Controller::spawn_with(
         env.dir.path(),
+        "run",
         &[
             "--kubeconfig-source",
             &kubeconfig,

@@ -338,18 +338,34 @@ pub struct Controller {
 
 impl Controller {
     pub fn spawn(kubeconfig: &Path, dir: &Path, mode: &str, args: &[&str]) -> Controller {
+        let kubeconfig = kubeconfig.to_str().expect("UTF-8 kubeconfig path");
+        let args: Vec<&str> = ["--kubeconfig-source", kubeconfig]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        Self::spawn_with(dir, mode, &args, &[])
+    }
+
+    /// `robot-controller <mode> <args>` with `env` added; the kubeconfig
+    /// source is one of `args` (or `env`), never `$KUBECONFIG`.
+    pub fn spawn_with(
+        dir: &Path,
+        mode: &str,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Controller {
         let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("free port");
         let health = SocketAddr::from(([127, 0, 0, 1], port));
         let log = dir.join(format!("controller-{port}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_robot-controller"));
         cmd.arg(mode)
-            .arg("--kubeconfig-source")
-            .arg(kubeconfig)
             .arg("--health-listen")
             .arg(health.to_string())
             .args(args)
+            .env_remove("KUBECONFIG")
             .env("ROBOT_CONTROLLER_LOG_FORMAT", "text")
-            .env("ROBOT_CONTROLLER_LOG", "info,robot_controller=debug");
+            .env("ROBOT_CONTROLLER_LOG", "info,robot_controller=debug")
+            .envs(env.iter().map(|(k, v)| (k, v)));
         let process = ChildProcess::spawn("robot-controller", cmd, &log).expect("spawn controller");
         Controller {
             process,
@@ -366,7 +382,7 @@ impl Controller {
         log_tail(&self.log, 40)
     }
 
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
         let addr = self.health;
         let path = path.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -380,19 +396,26 @@ impl Controller {
 
     /// Waits for `/readyz` to answer 200.
     pub async fn wait_ready(&mut self) {
-        let result = wait_for("controller /readyz", CONVERGE, || async {
+        self.wait_readyz("controller /readyz", |status, _| status == 200)
+            .await;
+    }
+
+    /// Waits until `/readyz` answers as `ok` wants; returns the body.
+    pub async fn wait_readyz(&mut self, what: &str, ok: impl Fn(u16, &str) -> bool) -> String {
+        let result = wait_for(what, CONVERGE, || async {
             match self.get("/readyz").await {
-                Some((200, _)) => Some(()),
+                Some((status, body)) if ok(status, &body) => Some(body),
                 _ => None,
             }
         })
         .await;
-        if let Err(e) = result {
-            panic!(
+        match result {
+            Ok(body) => body,
+            Err(e) => panic!(
                 "{e}; exit: {:?}; log:\n{}",
                 self.process.exit_status(),
                 self.log_tail()
-            );
+            ),
         }
     }
 
