@@ -85,7 +85,7 @@ impl Scrape {
 }
 
 fn total(m: &BTreeMap<String, f64>) -> f64 {
-    m.values().sum()
+    m.values().sum::<f64>() + 0.0 // an empty sum is -0.0, printed "-0"
 }
 
 fn writes(by_verb: &BTreeMap<String, f64>) -> f64 {
