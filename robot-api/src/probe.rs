@@ -25,7 +25,11 @@ pub fn healthz(listen: SocketAddr, timeout: Duration) -> Result<(), String> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(fail)?;
     stream.set_read_timeout(Some(timeout)).map_err(fail)?;
     stream.set_write_timeout(Some(timeout)).map_err(fail)?;
-    write!(stream, "GET /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(fail)?;
+    // One buffer, one write: `write!` on the stream would send the request
+    // in pieces, and a server that answers after the first piece and closes
+    // resets the connection over the rest, losing its answer.
+    let request = format!("GET /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(fail)?;
     // The status line is all we need; stop reading once it is in.
     let mut head = Vec::new();
     let mut chunk = [0u8; 256];
@@ -60,8 +64,16 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
+            // Read the whole head before answering, as a real server does:
+            // closing with unread bytes would reset the connection.
+            let mut head = Vec::new();
             let mut buf = [0u8; 512];
-            let _ = s.read(&mut buf);
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
             let _ = s.write_all(answer.as_bytes());
         });
         addr
@@ -72,11 +84,8 @@ mod tests {
         let ok = serve_once("HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n");
         assert_eq!(healthz(ok, Duration::from_secs(2)), Ok(()));
         let sick = serve_once("HTTP/1.1 503 Service Unavailable\r\n\r\n");
-        assert!(
-            healthz(sick, Duration::from_secs(2))
-                .unwrap_err()
-                .ends_with(": 503")
-        );
+        let err = healthz(sick, Duration::from_secs(2)).unwrap_err();
+        assert!(err.ends_with(": 503"), "{err}");
     }
 
     #[test]
