@@ -16,14 +16,13 @@ use super::workspace::Interface;
 use crate::checks::terraform::env_contract::robot_names;
 use crate::checks::terraform::hcl_model::{TfModule, as_str};
 
-/// The `aws ecs run-task` command of infra/ecs/README.md (the fenced block
-/// that holds it), as written there.
-pub fn readme_run_task(readme: &str) -> Option<String> {
+/// The first fenced block of a README that holds `needle`, as written.
+pub fn readme_block(readme: &str, needle: &str) -> Option<String> {
     let mut in_block = false;
     let mut block = Vec::new();
     for line in readme.lines() {
         if line.trim_start().starts_with("```") {
-            if in_block && block.iter().any(|l: &&str| l.contains("aws ecs run-task")) {
+            if in_block && block.iter().any(|l: &&str| l.contains(needle)) {
                 return Some(block.join("\n"));
             }
             in_block = !in_block;
@@ -33,6 +32,12 @@ pub fn readme_run_task(readme: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// The `aws ecs run-task` command of infra/ecs/README.md (the fenced block
+/// that holds it), as written there.
+pub fn readme_run_task(readme: &str) -> Option<String> {
+    readme_block(readme, "aws ecs run-task")
 }
 
 fn files(dir: &Path, ext: &str) -> Result<Vec<std::path::PathBuf>> {

@@ -9,11 +9,14 @@
 //! - `kubectl apply --dry-run=server` of `infra/` against a real control
 //!   plane, and the controller's user refused the examples;
 //! - the ECS task definitions registered, and the README's one-shot
-//!   `aws ecs run-task` run, against moto.
+//!   `aws ecs run-task` run, against moto;
+//! - the Cloud Run YAML deployed with the real gcloud, by the commands of
+//!   its README, against a recording fake of the Cloud Run Admin API.
 //!
 //! `cargo xtask ci --only lambda` ([`lambda`]) builds and runs the Lambda
 //! packages.
 
+pub mod cloudrun_gcloud;
 pub mod dockerfile;
 pub mod dry_run;
 pub mod ecs_moto;
@@ -69,13 +72,31 @@ pub fn step() -> Result<Outcome> {
     let aws = tools::python::AWS.ensure()?;
     let scratch = tempfile::tempdir()?;
     checks += ecs_moto::run(&repo, scratch.path(), &aws)?;
+    let mut notes = Vec::new();
+    let mut skipped = 0;
+    match cloudrun_gcloud::run(&repo, scratch.path(), &interfaces)? {
+        cloudrun_gcloud::Ran::Checked(n) => checks += n,
+        cloudrun_gcloud::Ran::Skipped(why) => {
+            crate::checks::terraform::loud_skip(
+                "infra/cloudrun/ deployed with gcloud",
+                &why,
+                "the same rules over the YAML files themselves",
+            );
+            skipped += 1;
+            notes.push(format!("Cloud Run YAML through gcloud SKIPPED: {why}"));
+        }
+    }
 
-    Ok(Outcome {
-        tests_passed: checks,
-        note: Some(format!(
+    notes.insert(
+        0,
+        format!(
             "{} objects accepted by the API server, {} examples refused to the controller",
             dry.accepted, dry.refused_to_controller
-        )),
-        ..Outcome::default()
+        ),
+    );
+    Ok(Outcome {
+        tests_passed: checks,
+        tests_ignored: skipped,
+        note: Some(notes.join("; ")),
     })
 }

@@ -38,7 +38,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Says loudly that something was not checked, and why.
-fn loud_skip(what: &str, why: &str, instead: &str) {
+pub(crate) fn loud_skip(what: &str, why: &str, instead: &str) {
     let bar = "!".repeat(78);
     eprintln!(
         "\n{bar}\n!! SKIPPED: {what}\n!! because: {why}\n!! checked instead: {instead}\n{bar}\n"
