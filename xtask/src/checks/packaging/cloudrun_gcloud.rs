@@ -14,18 +14,19 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use serde_json::{Value, json};
 
 use super::infra::readme_block;
 use super::manifests::{check_cloud_run, yaml_documents};
 use super::workspace::Interface;
 use crate::checks::terraform::cli::run_captured;
+use crate::tools;
 
 /// What a run found: checks made, or why gcloud could not be used.
 pub enum Ran {
@@ -35,12 +36,11 @@ pub enum Ran {
 
 /// Runs the README's block and the controller-as-a-service alternative.
 pub fn run(repo: &Path, scratch: &Path, interfaces: &[Interface]) -> Result<Ran> {
-    let Some(gcloud) = find_on_path("gcloud") else {
+    // gcloud is not in Debian's archive; the machines here carry it.
+    let Some(gcloud) = tools::find_program(&["gcloud"]) else {
         return Ok(Ran::Skipped("no gcloud on PATH".into()));
     };
-    if find_on_path("envsubst").is_none() {
-        bail!("infra/cloudrun/README.md's commands need envsubst (Debian: gettext-base)");
-    }
+    tools::apt(&[("envsubst", "gettext-base")])?;
     let fake = FakeCloudRun::start()?;
     let config = scratch.join("gcloud-config");
     std::fs::create_dir_all(&config)?;
@@ -69,9 +69,7 @@ pub fn run(repo: &Path, scratch: &Path, interfaces: &[Interface]) -> Result<Ran>
         .context("infra/cloudrun/README.md has no block running gcloud run services replace")?;
     let block = block.replace("/tmp/", &format!("{}/", files.display()));
     let mut shell = Command::new("bash");
-    shell
-        .args(["-euo", "pipefail", "-c", &block])
-        .env("PATH", path_with(&gcloud));
+    shell.args(["-euo", "pipefail", "-c", &block]);
     gcloud_env(&mut shell);
     run_captured(&mut shell).context("infra/cloudrun/README.md's commands")?;
     let vars = exported(&block);
@@ -216,25 +214,6 @@ fn var(vars: &BTreeMap<String, String>, name: &str) -> Result<String> {
     vars.get(name)
         .cloned()
         .with_context(|| format!("infra/cloudrun/README.md's block exports no {name}"))
-}
-
-fn find_on_path(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
-
-/// PATH with the directory of `program` first.
-fn path_with(program: &Path) -> std::ffi::OsString {
-    let mut dirs: Vec<PathBuf> = program
-        .parent()
-        .map(Path::to_path_buf)
-        .into_iter()
-        .collect();
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    std::env::join_paths(dirs).unwrap_or_default()
 }
 
 /// A hand-written fake of the Cloud Run Admin API, as little as gcloud's
