@@ -76,6 +76,8 @@ pub struct ControlPlane {
     current: Arc<RwLock<kube::Client>>,
     fingerprint: Mutex<Option<u64>>,
     unauthorized: Arc<Notify>,
+    /// How many times the inner client was rebuilt.
+    rebuilt: tokio::sync::watch::Sender<u64>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 }
@@ -106,6 +108,7 @@ impl ControlPlane {
             current,
             fingerprint: Mutex::new(fingerprint),
             unauthorized,
+            rebuilt: tokio::sync::watch::Sender::new(0),
             metrics,
             health,
         }))
@@ -118,6 +121,11 @@ impl ControlPlane {
 
     pub fn source(&self) -> &str {
         self.source.describe()
+    }
+
+    /// Changes each time the inner client is rebuilt (new credentials).
+    pub fn rebuilds(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.rebuilt.subscribe()
     }
 
     /// Re-reads the kubeconfig; rebuilds the inner client if it changed (or
@@ -134,6 +142,7 @@ impl ControlPlane {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = inner;
         *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint;
         self.metrics.kubeconfig_reloads.inc();
+        self.rebuilt.send_modify(|n| *n += 1);
         Ok(true)
     }
 

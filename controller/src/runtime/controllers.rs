@@ -60,6 +60,43 @@ fn managed_trigger<K: kube::Resource>(mr: &K) -> Option<u64> {
     Some(h.finish())
 }
 
+/// A watch (with kube's default backoff) that starts over at once when the
+/// control-plane client is rebuilt with new credentials. A watcher that
+/// has been refused meanwhile (401s while the old token was revoked) would
+/// otherwise sleep out its backoff, up to 30 s, before trying the new
+/// ones. Starting over is a relist: the reflector replaces its store when
+/// the list is complete, and the predicates keep unchanged objects from
+/// being reconciled again.
+fn resuming_watcher<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    rebuilds: tokio::sync::watch::Receiver<u64>,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + use<K>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let start = move || {
+        watcher(api.clone(), config.clone())
+            .default_backoff()
+            .boxed()
+    };
+    let first = start();
+    futures::stream::unfold(
+        (first, rebuilds, start),
+        |(mut inner, mut rebuilds, start)| async move {
+            loop {
+                tokio::select! {
+                    item = inner.next() => return item.map(|item| (item, (inner, rebuilds, start))),
+                    Ok(()) = rebuilds.changed() => {
+                        tracing::debug!("control-plane client rebuilt; watching again");
+                        inner = start();
+                    }
+                }
+            }
+        },
+    )
+}
+
 /// Runs the Robot and ProviderConfig controllers until `stop`, then lets
 /// in-flight reconciles finish (bounded by --shutdown-timeout).
 pub(super) async fn run_controllers(
@@ -75,11 +112,11 @@ pub(super) async fn run_controllers(
         reflector::store::Writer::<PartialObjectMeta<DynamicObject>>::new(res.usage.clone());
     let usage_store = usage_writer.as_reader();
     let pc_ar = res.provider_config.clone();
-    let usage_triggers = watcher(
+    let usage_triggers = resuming_watcher(
         Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &res.usage),
         wc.clone(),
+        setup.control_plane.rebuilds(),
     )
-    .default_backoff()
     .modify(slim)
     .reflect(usage_writer)
     .touched_objects()
@@ -100,11 +137,11 @@ pub(super) async fn run_controllers(
         reflector::store::Writer::<ProviderConfigObject>::new(res.provider_config.clone());
     let pc_store = pc_writer.as_reader();
     let (wake_tx, wake_robots) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let pc_stream = watcher(
+    let pc_stream = resuming_watcher(
         Api::<ProviderConfigObject>::all_with(client.clone(), &res.provider_config),
         wc.clone(),
+        setup.control_plane.rebuilds(),
     )
-    .default_backoff()
     .modify(slim)
     .reflect(pc_writer)
     .applied_objects()
@@ -129,6 +166,7 @@ pub(super) async fn run_controllers(
     let (robot_store, robots) = managed_controller(
         setup.reconciler(res, configs, Some(usage_store.clone())),
         client.clone(),
+        setup.control_plane.rebuilds(),
         wake_robots,
         setup.args.concurrency,
         setup.metrics.clone(),
@@ -187,6 +225,7 @@ struct ManagedContext<P: ManagedSpec, U: ManagedStatus, C: Connector<P, U>> {
 fn managed_controller<P, U, C>(
     reconciler: Reconciler<P, U, C>,
     client: kube::Client,
+    rebuilds: tokio::sync::watch::Receiver<u64>,
     wake: tokio::sync::mpsc::UnboundedReceiver<String>,
     concurrency: u16,
     metrics: Arc<Metrics>,
@@ -203,11 +242,11 @@ where
     let ar = reconciler.api_resource().clone();
     let writer = reflector::store::Writer::<Managed<P, U>>::new(ar.clone());
     let store = writer.as_reader();
-    let stream = watcher(
+    let stream = resuming_watcher(
         Api::<Managed<P, U>>::all_with(client, &ar),
         watcher::Config::default(),
+        rebuilds,
     )
-    .default_backoff()
     .modify(slim)
     .reflect(writer)
     .applied_objects()
