@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context as _, Result, ensure};
 use serde_json::{Value, json};
 
+use super::ecs_moto::substitute;
 use super::infra::readme_block;
 use super::manifests::{check_cloud_run, yaml_documents};
 use super::workspace::Interface;
@@ -68,16 +69,23 @@ pub fn run(repo: &Path, scratch: &Path, interfaces: &[Interface]) -> Result<Ran>
     let block = readme_block(&readme, "gcloud run services replace")
         .context("infra/cloudrun/README.md has no block running gcloud run services replace")?;
     let block = block.replace("/tmp/", &format!("{}/", files.display()));
+    // Then the variables the block left, as the shell holds them.
+    let script = format!("{block}\nenv -0\n");
     let mut shell = Command::new("bash");
-    shell.args(["-euo", "pipefail", "-c", &block]);
+    shell.args(["-euo", "pipefail", "-c", &script]);
     gcloud_env(&mut shell);
-    run_captured(&mut shell).context("infra/cloudrun/README.md's commands")?;
-    let vars = exported(&block);
-    let (name, project, region) = (
-        var(&vars, "NAME")?,
-        var(&vars, "PROJECT_ID")?,
-        var(&vars, "REGION")?,
-    );
+    let env = run_captured(&mut shell).context("infra/cloudrun/README.md's commands")?;
+    let vars: BTreeMap<&str, String> = env
+        .split('\0')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k, v.to_owned()))
+        .collect();
+    let var = |name: &str| {
+        vars.get(name)
+            .cloned()
+            .with_context(|| format!("infra/cloudrun/README.md's block sets no {name}"))
+    };
+    let (name, project, region) = (var("NAME")?, var("PROJECT_ID")?, var("REGION")?);
 
     let mut checks = 0;
     let server = fake
@@ -104,9 +112,10 @@ pub fn run(repo: &Path, scratch: &Path, interfaces: &[Interface]) -> Result<Ran>
         })
         .and_then(|e| e["value"].as_str())
         .map(str::to_owned);
+    let shell_url = vars.get("SERVER_URL").cloned();
     ensure!(
-        sent_url.is_some() && sent_url == server_url,
-        "the worker pool allows {sent_url:?}, not the server's URL {server_url:?}"
+        sent_url.is_some() && sent_url == server_url && sent_url == shell_url,
+        "the worker pool allows {sent_url:?}, not the server's URL {server_url:?} (the shell's SERVER_URL: {shell_url:?})"
     );
     // The files the block wrote, placeholders filled.
     for (file, sent) in [("server.yaml", &server), ("controller.yaml", &worker_pool)] {
@@ -116,13 +125,8 @@ pub fn run(repo: &Path, scratch: &Path, interfaces: &[Interface]) -> Result<Ran>
 
     // The alternative to the worker pool, with the command its table names.
     let filled = files.join("controller-service.yaml");
-    let mut fill = Command::new("envsubst");
-    fill.stdin(std::fs::File::open(
-        repo.join("infra/cloudrun/controller-service.yaml"),
-    )?)
-    .envs(vars.iter())
-    .env("SERVER_URL", server_url.unwrap_or_default());
-    std::fs::write(&filled, run_captured(&mut fill)?)?;
+    let template = std::fs::read_to_string(repo.join("infra/cloudrun/controller-service.yaml"))?;
+    std::fs::write(&filled, substitute(&template, &vars)?)?;
     let mut replace = Command::new(&gcloud);
     replace
         .args(["run", "services", "replace"])
@@ -184,36 +188,6 @@ fn missing_leaves(want: &Value, got: &Value, at: String, out: &mut Vec<String>) 
             || leaf.to_string().trim_matches('"') == got.to_string().trim_matches('"') => {}
         leaf => out.push(format!("{at} = {leaf} (sent: {got})")),
     }
-}
-
-/// The `NAME=value` pairs of the block's `export` lines.
-fn exported(block: &str) -> BTreeMap<String, String> {
-    let mut vars = BTreeMap::new();
-    let mut in_export = false;
-    for line in block.lines() {
-        let line = line.trim();
-        let rest = match line.strip_prefix("export ") {
-            Some(rest) => rest,
-            None if in_export => line,
-            None => continue,
-        };
-        in_export = rest.ends_with('\\');
-        for word in rest.trim_end_matches('\\').split_whitespace() {
-            if let Some((k, v)) = word.split_once('=')
-                && !v.starts_with('"')
-                && !v.starts_with('$')
-            {
-                vars.insert(k.to_owned(), v.to_owned());
-            }
-        }
-    }
-    vars
-}
-
-fn var(vars: &BTreeMap<String, String>, name: &str) -> Result<String> {
-    vars.get(name)
-        .cloned()
-        .with_context(|| format!("infra/cloudrun/README.md's block exports no {name}"))
 }
 
 /// A hand-written fake of the Cloud Run Admin API, as little as gcloud's
@@ -377,16 +351,6 @@ mod tests {
         missing_leaves(&want, &lossy, String::new(), &mut out);
         assert_eq!(out.len(), 3, "{out:?}");
         assert!(out[0].starts_with("/a/b = \"1\""), "{out:?}");
-    }
-
-    #[test]
-    fn exports_are_read_across_continued_lines() {
-        let block = "export NAME=robot-byoc PROJECT_ID=my-project \\\n  REGION=europe-west1 SERVER_IMAGE=...\nexport SERVER_URL=\"$(gcloud ...)\"\n";
-        let vars = exported(block);
-        assert_eq!(vars["NAME"], "robot-byoc");
-        assert_eq!(vars["REGION"], "europe-west1");
-        assert_eq!(vars["SERVER_IMAGE"], "...");
-        assert!(!vars.contains_key("SERVER_URL"));
     }
 
     #[test]
