@@ -20,10 +20,13 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Respon
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
+    // One buffer, one write: `write!` on the stream sends the request in
+    // pieces, and a server that answers after the first piece and closes
+    // resets the connection over the rest, losing its answer.
+    let request = format!(
         "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json, */*\r\nConnection: close\r\n\r\n"
-    )?;
+    );
+    stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     // The server closes the connection after an HTTP/1.0 response.
     stream.take(16 * 1024 * 1024).read_to_end(&mut raw)?;
@@ -79,9 +82,17 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let server = std::thread::spawn(move || {
             let (mut conn, _) = listener.accept().expect("accept");
+            // The whole head before answering, as a real server reads it.
+            let mut head = Vec::new();
             let mut buf = [0u8; 1024];
-            let n = conn.read(&mut buf).expect("read");
-            let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).expect("read");
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            let request = String::from_utf8_lossy(&head).into_owned();
             conn.write_all(b"HTTP/1.0 200 OK\r\n\r\nok").expect("write");
             request
         });
