@@ -6,6 +6,7 @@
 //! gives the HTTP routes alone, for in-process use (fuzzing).
 
 mod auth;
+pub mod cli;
 mod error;
 mod metrics;
 mod openapi;

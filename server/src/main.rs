@@ -2,80 +2,13 @@
 //! SIGTERM or SIGINT.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use robot_logging::LogFormat;
+use robot_server::cli::{Args, Command, TOKEN_ENV};
 use robot_server::{BearerToken, Config, DEFAULT_LISTEN};
 use tokio::signal::unix::{SignalKind, signal};
-
-const TOKEN_ENV: &str = "ROBOT_SERVER_AUTH_TOKEN";
-
-#[derive(Parser)]
-#[command(
-    name = "robot-server",
-    version,
-    about = "A robot store with provider-dummy's /robots API",
-    after_help = "Environment only:\n  \
-        ROBOT_SERVER_AUTH_TOKEN  the bearer token itself (instead of --auth-token-file)\n  \
-        PORT                     listen on 0.0.0.0:$PORT when --listen is not given (Cloud Run)\n\n\
-        Exit codes: 0 after a graceful shutdown, 2 bad flags or configuration, 1 other failures."
-)]
-struct Args {
-    #[command(subcommand)]
-    command: Option<Command>,
-
-    /// Address to listen on [default: 0.0.0.0:9090, or 0.0.0.0:$PORT]
-    #[arg(long, env = "ROBOT_SERVER_LISTEN", value_name = "ADDR")]
-    listen: Option<SocketAddr>,
-
-    /// File holding the bearer token /robots and /v1/robots require
-    #[arg(long, env = "ROBOT_SERVER_AUTH_TOKEN_FILE", value_name = "PATH")]
-    auth_token_file: Option<PathBuf>,
-
-    /// Keep robots across restarts in this file (default: in memory only)
-    #[arg(long, env = "ROBOT_SERVER_STATE_FILE", value_name = "PATH")]
-    state_file: Option<PathBuf>,
-
-    /// Longest time one request may take, e.g. 10s or 500ms
-    #[arg(
-        long,
-        env = "ROBOT_SERVER_REQUEST_TIMEOUT",
-        value_name = "DURATION",
-        default_value = "10s",
-        value_parser = humantime::parse_duration
-    )]
-    request_timeout: Duration,
-
-    /// Log line format; auto is JSON unless stdout is a terminal
-    #[arg(
-        long,
-        env = "ROBOT_SERVER_LOG_FORMAT",
-        value_enum,
-        default_value = "auto"
-    )]
-    log_format: LogFormat,
-
-    /// Which logs to write (tracing EnvFilter syntax); per-request lines
-    /// come with `info,robot_server::access=debug`
-    #[arg(
-        long,
-        env = "ROBOT_SERVER_LOG",
-        value_name = "FILTER",
-        default_value = "info"
-    )]
-    log_filter: String,
-}
-
-#[derive(clap::Subcommand)]
-enum Command {
-    /// Probe the /healthz of the server these flags and variables describe
-    /// (a container health check for images without a shell): exit 0 when
-    /// it answers 200, 1 otherwise.
-    Healthcheck,
-}
 
 /// Exit code for flags and configuration that cannot work.
 const BAD_CONFIG: u8 = 2;
