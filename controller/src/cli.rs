@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::crd::Generation;
+use crate::api::{Family, Generation};
 use robot_logging::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -56,6 +56,56 @@ pub struct RunArgs {
     )]
     pub kubeconfig_source: Option<String>,
 
+    /// Where the Upbound token comes from (same forms as
+    /// --kubeconfig-source), for a kubeconfig whose user is Upbound's `up
+    /// organization token` plugin (what `up ctx ... -f -` writes): the
+    /// controller exchanges it for control-plane tokens itself. A robot
+    /// token from `up robot token create`; `?jsonKey=token` reads the JSON
+    /// file that command writes.
+    #[arg(
+        long,
+        env = "ROBOT_CONTROLLER_UPBOUND_TOKEN_SOURCE",
+        value_name = "SOURCE"
+    )]
+    pub upbound_token_source: Option<String>,
+
+    /// Upbound's auth service, for the token exchange.
+    #[arg(
+        long,
+        env = "ROBOT_CONTROLLER_UPBOUND_AUTH_ENDPOINT",
+        default_value = crate::credentials::upbound::DEFAULT_ENDPOINT,
+        value_name = "URL"
+    )]
+    pub upbound_auth_endpoint: String,
+
+    /// Dangerous: run an exec plugin a kubeconfig from a secret names
+    /// (other than those done natively: up, aws eks get-token,
+    /// aws-iam-authenticator, gke-gcloud-auth-plugin). Whoever can write the
+    /// secret can then run a command in the controller.
+    #[arg(long, env = "ROBOT_CONTROLLER_INSECURE_KUBECONFIG_EXEC")]
+    pub insecure_kubeconfig_exec: bool,
+
+    /// Dangerous: use an auth-provider (oidc, gcp) a kubeconfig from a
+    /// secret names; they run commands and read files.
+    #[arg(long, env = "ROBOT_CONTROLLER_INSECURE_KUBECONFIG_AUTH_PROVIDER")]
+    pub insecure_kubeconfig_auth_provider: bool,
+
+    /// Dangerous: read local files a kubeconfig from a secret names
+    /// (tokenFile, client-certificate, client-key, certificate-authority;
+    /// the -data forms need no opt-in).
+    #[arg(long, env = "ROBOT_CONTROLLER_INSECURE_KUBECONFIG_FILES")]
+    pub insecure_kubeconfig_files: bool,
+
+    /// Dangerous: send control-plane traffic through the proxy-url a
+    /// kubeconfig from a secret names.
+    #[arg(long, env = "ROBOT_CONTROLLER_INSECURE_KUBECONFIG_PROXY")]
+    pub insecure_kubeconfig_proxy: bool,
+
+    /// Dangerous: honour insecure-skip-tls-verify in a kubeconfig from a
+    /// secret (no check of the control plane's identity).
+    #[arg(long, env = "ROBOT_CONTROLLER_INSECURE_SKIP_TLS_VERIFY")]
+    pub insecure_skip_tls_verify: bool,
+
     /// How often to re-read the kubeconfig (and server token) source; a
     /// change rebuilds the client without a restart. Also re-read at once
     /// when the control plane answers 401.
@@ -63,7 +113,7 @@ pub struct RunArgs {
         long,
         env = "ROBOT_CONTROLLER_SECRET_REFRESH_INTERVAL",
         default_value = "5m",
-        value_parser = humantime::parse_duration
+        value_parser = at_least_1s
     )]
     pub secret_refresh_interval: Duration,
 
@@ -81,35 +131,45 @@ pub struct RunArgs {
     pub server_auth: Option<ServerAuth>,
 
     /// Robot server URLs (prefixes) a ProviderConfig may point at,
-    /// comma-separated. Empty allows any.
-    #[arg(
-        long,
-        env = "ROBOT_CONTROLLER_ALLOWED_ENDPOINTS",
-        default_value = "",
-        value_name = "URLS"
-    )]
-    pub allowed_endpoints: String,
+    /// comma-separated. Required: `*` allows any URL (dangerous: whoever
+    /// can write a ProviderConfig can then make the controller call any
+    /// address in the private network), and is refused with
+    /// --server-auth bearer or gcp-id-token.
+    #[arg(long, env = "ROBOT_CONTROLLER_ALLOWED_ENDPOINTS", value_name = "URLS")]
+    pub allowed_endpoints: Option<String>,
 
     /// Which provider-dummy API generation to serve; auto asks the control
     /// plane's discovery.
     #[arg(long, env = "ROBOT_CONTROLLER_API_GROUP", default_value = "auto")]
     pub api_group: ApiGroup,
 
-    /// How often an in-sync Robot is observed again to catch drift (jittered).
+    /// How often an in-sync resource is observed again to catch drift
+    /// (jittered), unless its crossplane.io/poll-interval annotation says
+    /// otherwise.
     #[arg(
         long,
         env = "ROBOT_CONTROLLER_POLL_INTERVAL",
         default_value = "1m",
-        value_parser = humantime::parse_duration
+        value_parser = at_least_1s
     )]
     pub poll_interval: Duration,
+
+    /// The shortest poll a crossplane.io/poll-interval annotation may ask
+    /// for; shorter ones are raised to it.
+    #[arg(
+        long,
+        env = "ROBOT_CONTROLLER_MIN_POLL_INTERVAL",
+        default_value = "10s",
+        value_parser = at_least_1s
+    )]
+    pub min_poll_interval: Duration,
 
     /// Largest delay between retries of a failing Robot (backoff doubles from 1s).
     #[arg(
         long,
         env = "ROBOT_CONTROLLER_MAX_BACKOFF",
         default_value = "30s",
-        value_parser = humantime::parse_duration
+        value_parser = at_least_1s
     )]
     pub max_backoff: Duration,
 
@@ -122,8 +182,13 @@ pub struct RunArgs {
     )]
     pub max_reconcile_rate: u32,
 
-    /// Robots reconciled at once.
-    #[arg(long, env = "ROBOT_CONTROLLER_CONCURRENCY", default_value_t = 64)]
+    /// Resources reconciled at once.
+    #[arg(
+        long,
+        env = "ROBOT_CONTROLLER_CONCURRENCY",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
     pub concurrency: u16,
 
     /// Timeout of each call to the robot server.
@@ -131,9 +196,30 @@ pub struct RunArgs {
         long,
         env = "ROBOT_CONTROLLER_SERVER_TIMEOUT",
         default_value = "10s",
-        value_parser = humantime::parse_duration
+        value_parser = at_least_100ms
     )]
     pub server_timeout: Duration,
+
+    /// Timeout of each request to the control plane (watches excepted:
+    /// the apiserver ends them every few minutes, and a silent one is
+    /// dropped after twice that).
+    #[arg(
+        long,
+        env = "ROBOT_CONTROLLER_KUBE_TIMEOUT",
+        default_value = "10s",
+        value_parser = at_least_100ms
+    )]
+    pub kube_timeout: Duration,
+
+    /// Longest time one reconcile may take; past it, the reconcile is
+    /// abandoned and retried with backoff.
+    #[arg(
+        long,
+        env = "ROBOT_CONTROLLER_RECONCILE_TIMEOUT",
+        default_value = "1m",
+        value_parser = at_least_1s
+    )]
+    pub reconcile_timeout: Duration,
 
     /// Address for /healthz, /readyz and /metrics. Default 0.0.0.0:8080, or
     /// 0.0.0.0:$PORT when PORT is set (Cloud Run).
@@ -167,9 +253,21 @@ pub struct RunArgs {
         long,
         env = "ROBOT_CONTROLLER_LEADER_ELECTION_DURATION",
         default_value = "15s",
-        value_parser = humantime::parse_duration
+        value_parser = at_least_4s
     )]
     pub leader_election_duration: Duration,
+
+    /// How long failures at start-up that may pass (a secret manager that
+    /// cannot be reached yet) are retried, backing off, before exiting 1.
+    /// Failures that cannot pass (a bad URI, a refused kubeconfig) exit 2
+    /// at once.
+    #[arg(
+        long,
+        env = "ROBOT_CONTROLLER_START_TIMEOUT",
+        default_value = "30s",
+        value_parser = humantime::parse_duration
+    )]
+    pub start_timeout: Duration,
 
     /// Longest wait for in-flight reconciles on SIGTERM before exiting.
     #[arg(
@@ -201,6 +299,7 @@ pub enum ServerAuth {
     GcpIdToken,
 }
 
+/// Which group family to serve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ApiGroup {
     Auto,
@@ -211,26 +310,84 @@ pub enum ApiGroup {
 }
 
 impl ApiGroup {
-    pub fn forced(self) -> Option<Generation> {
+    pub fn forced(self) -> Option<Family> {
         match self {
             ApiGroup::Auto => None,
-            ApiGroup::Crossplane => Some(Generation::Crossplane),
-            ApiGroup::Upbound => Some(Generation::Upbound),
+            ApiGroup::Crossplane => Some(Family::Crossplane),
+            ApiGroup::Upbound => Some(Family::Upbound),
         }
     }
 }
 
 #[derive(Clone, Debug, Args)]
 pub struct CrdsArgs {
-    /// API generation of the CRDs.
+    /// The group family of the CRDs.
     #[arg(long, default_value = "dummy.crossplane.io")]
-    pub generation: Generation,
+    pub api_group: Family,
+    /// Which generation: the legacy cluster-scoped kinds, the namespaced
+    /// (Crossplane v2) ones, or both.
+    #[arg(long, default_value = "all")]
+    pub generation: CrdGeneration,
     /// Write one file per CRD into this directory instead of printing.
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
 }
 
+/// `crds --generation`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CrdGeneration {
+    Legacy,
+    Namespaced,
+    All,
+}
+
+impl CrdGeneration {
+    pub fn generations(self) -> &'static [Generation] {
+        match self {
+            CrdGeneration::Legacy => &[Generation::Legacy],
+            CrdGeneration::Namespaced => &[Generation::Namespaced],
+            CrdGeneration::All => &Generation::ALL,
+        }
+    }
+}
+
+fn at_least(text: &str, min: Duration) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d < min {
+        return Err(format!(
+            "{text} is too short: at least {}",
+            humantime::format_duration(min)
+        ));
+    }
+    Ok(d)
+}
+
+fn at_least_100ms(text: &str) -> Result<Duration, String> {
+    at_least(text, Duration::from_millis(100))
+}
+
+fn at_least_1s(text: &str) -> Result<Duration, String> {
+    at_least(text, Duration::from_secs(1))
+}
+
+/// A lease shorter than this leaves too little of its last quarter to
+/// notice a lost leadership in.
+fn at_least_4s(text: &str) -> Result<Duration, String> {
+    at_least(text, Duration::from_secs(4))
+}
+
 impl RunArgs {
+    /// What a kubeconfig from a secret may ask for.
+    pub fn kubeconfig_permissions(&self) -> crate::kubeconfig::Permissions {
+        crate::kubeconfig::Permissions {
+            exec: self.insecure_kubeconfig_exec,
+            auth_provider: self.insecure_kubeconfig_auth_provider,
+            files: self.insecure_kubeconfig_files,
+            proxy: self.insecure_kubeconfig_proxy,
+            skip_tls_verify: self.insecure_skip_tls_verify,
+        }
+    }
+
     /// The health address: the flag, else `PORT` (Cloud Run), else 8080.
     pub fn health_addr(&self) -> SocketAddr {
         self.health_listen.unwrap_or_else(|| {
@@ -281,6 +438,30 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn zero_and_absurd_values_are_refused() {
+        for (flag, value) in [
+            ("--secret-refresh-interval", "0s"),
+            ("--poll-interval", "0s"),
+            ("--poll-interval", "500ms"),
+            ("--min-poll-interval", "0s"),
+            ("--concurrency", "0"),
+            ("--max-backoff", "0s"),
+            ("--server-timeout", "0s"),
+            ("--kube-timeout", "10ms"),
+            ("--reconcile-timeout", "0s"),
+            ("--leader-election-duration", "2s"),
+        ] {
+            let e = Cli::try_parse_from(["robot-controller", flag, value])
+                .err()
+                .unwrap_or_else(|| panic!("{flag} {value} accepted"));
+            assert_eq!(e.exit_code(), 2, "{flag} {value}");
+            let text = e.to_string();
+            assert!(text.contains(flag), "{flag}: {text}");
+        }
+        assert!(Cli::try_parse_from(["robot-controller", "--poll-interval", "1s"]).is_ok());
     }
 
     #[test]

@@ -5,15 +5,22 @@
 
 use url::Url;
 
-/// URL prefixes a ProviderConfig endpoint must fall under; empty allows all.
-#[derive(Clone, Debug, Default)]
+/// URL prefixes a ProviderConfig endpoint must fall under, or any URL
+/// (`*`, said explicitly).
+#[derive(Clone, Debug)]
 pub struct AllowedEndpoints {
-    prefixes: Vec<Url>,
+    /// `None`: any endpoint.
+    prefixes: Option<Vec<Url>>,
 }
 
 impl AllowedEndpoints {
-    /// Parses a comma-separated list of `http(s)://host[:port][/path]`.
-    pub fn parse(list: &str) -> Result<Self, String> {
+    /// Parses a comma-separated list of `http(s)://host[:port][/path]`, or
+    /// `*`. Nothing at all is refused: the default fails closed.
+    pub fn parse(list: Option<&str>) -> Result<Self, String> {
+        let list = list.map(str::trim).unwrap_or_default();
+        if list == "*" {
+            return Ok(Self { prefixes: None });
+        }
         let mut prefixes = Vec::new();
         for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let url = Url::parse(item).map_err(|e| format!("allowed endpoint {item:?}: {e}"))?;
@@ -24,21 +31,32 @@ impl AllowedEndpoints {
             }
             prefixes.push(url);
         }
-        Ok(Self { prefixes })
+        if prefixes.is_empty() {
+            return Err(
+                "is required: the robot server URL(s) ProviderConfigs may point at, \
+                 comma-separated (or '*' for any, which lets whoever writes a ProviderConfig \
+                 aim the controller at any address)"
+                    .into(),
+            );
+        }
+        Ok(Self {
+            prefixes: Some(prefixes),
+        })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.prefixes.is_empty()
+    /// Whether any endpoint is allowed (`*`).
+    pub fn allows_any(&self) -> bool {
+        self.prefixes.is_none()
     }
 
     /// Whether `endpoint` is under one of the prefixes: same scheme, host
     /// and port, and a path that starts at a segment boundary of the prefix.
     pub fn check(&self, endpoint: &str) -> Result<(), String> {
-        if self.prefixes.is_empty() {
-            return Ok(());
-        }
         let url = Url::parse(endpoint).map_err(|e| format!("endpoint is not a URL: {e}"))?;
-        let allowed = self.prefixes.iter().any(|p| {
+        let Some(prefixes) = &self.prefixes else {
+            return Ok(());
+        };
+        let allowed = prefixes.iter().any(|p| {
             p.scheme() == url.scheme()
                 && p.host_str() == url.host_str()
                 && p.port_or_known_default() == url.port_or_known_default()
@@ -69,16 +87,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn empty_list_allows_everything() {
-        let a = AllowedEndpoints::parse(" , ").unwrap();
-        assert!(a.is_empty());
+    fn nothing_is_refused_and_only_a_star_allows_everything() {
+        for missing in [None, Some(""), Some(" , ")] {
+            let e = AllowedEndpoints::parse(missing).unwrap_err();
+            assert!(e.contains("is required"), "{e}");
+        }
+        let a = AllowedEndpoints::parse(Some(" * ")).unwrap();
+        assert!(a.allows_any());
         assert!(a.check("http://anything:1").is_ok());
+        assert!(a.check("not a url").is_err());
     }
 
     #[test]
     fn prefixes_match_on_origin_and_path_segments() {
-        let a =
-            AllowedEndpoints::parse("http://robots.internal:9090, https://r.example/api").unwrap();
+        let a = AllowedEndpoints::parse(Some("http://robots.internal:9090, https://r.example/api"))
+            .unwrap();
+        assert!(!a.allows_any());
         assert!(a.check("http://robots.internal:9090").is_ok());
         assert!(a.check("http://robots.internal:9090/").is_ok());
         assert!(a.check("https://r.example/api/v2").is_ok());
@@ -93,7 +117,8 @@ mod tests {
 
     #[test]
     fn bad_prefixes_are_refused() {
-        assert!(AllowedEndpoints::parse("ftp://x").is_err());
-        assert!(AllowedEndpoints::parse("not a url").is_err());
+        assert!(AllowedEndpoints::parse(Some("ftp://x")).is_err());
+        assert!(AllowedEndpoints::parse(Some("not a url")).is_err());
+        assert!(AllowedEndpoints::parse(Some("*,http://x")).is_err());
     }
 }

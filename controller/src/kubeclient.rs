@@ -18,9 +18,10 @@ use kube::client::Body;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::kubeconfig::{self, KubeconfigError};
+use crate::credentials::{CachedToken, TokenSource};
+use crate::kubeconfig::{self, Credential, KubeconfigError, Permissions};
 use crate::source::{self, SecretSource, SourceError};
-use crate::telemetry::{Health, Metrics, RequestLabels};
+use crate::telemetry::{Check, Health, Metrics, RequestLabels};
 
 /// Where the kubeconfig comes from.
 #[derive(Debug)]
@@ -69,11 +70,50 @@ impl LoadError {
     }
 }
 
+/// What the client is built with besides the kubeconfig.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// What a kubeconfig from a secret may ask for (`--insecure-...`).
+    pub permissions: Permissions,
+    /// Where the Upbound token for an `up` plugin kubeconfig comes from.
+    pub upbound_token_source: Option<String>,
+    pub upbound_auth_endpoint: String,
+    /// How often secrets are read again.
+    pub refresh_interval: Duration,
+    /// Timeout of each request (watches excepted).
+    pub request_timeout: Duration,
+    /// Timeout of each write; shorter under leader election, so that a
+    /// leader that stepped down has no write left in flight when the
+    /// Lease can expire.
+    pub write_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            permissions: Permissions::default(),
+            upbound_token_source: None,
+            upbound_auth_endpoint: crate::credentials::upbound::DEFAULT_ENDPOINT.into(),
+            refresh_interval: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The client of the moment and the token it adds, swapped together.
+#[derive(Clone)]
+struct Inner {
+    client: kube::Client,
+    token: Option<Arc<CachedToken>>,
+}
+
 /// The shared connection to the control plane.
 pub struct ControlPlane {
     source: KubeconfigSource,
+    options: ConnectOptions,
     client: kube::Client,
-    current: Arc<RwLock<kube::Client>>,
+    current: Arc<RwLock<Inner>>,
     fingerprint: Mutex<Option<u64>>,
     unauthorized: Arc<Notify>,
     /// How many times the inner client was rebuilt.
@@ -84,15 +124,24 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     /// Reads the kubeconfig once and builds the client. Errors here are
-    /// configuration errors: the caller exits with status 2.
+    /// configuration errors (exit 2), or transient ones of the source
+    /// ([`LoadError::is_transient`]) the caller may retry.
     pub async fn connect(
         source: KubeconfigSource,
+        options: ConnectOptions,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
     ) -> Result<Arc<Self>, LoadError> {
-        let (config, fingerprint) = load(&source).await?;
-        let default_ns = config.default_namespace.clone();
-        let inner = build(&source, config)?;
+        let (parsed, fingerprint) = load(&source, &options).await?;
+        let default_ns = parsed.config.default_namespace.clone();
+        let inner = build(&source, &options, parsed)?;
+        tracing::info!(
+            credentials = inner
+                .token
+                .as_ref()
+                .map_or("the kubeconfig's own credentials", |t| t.what()),
+            "control-plane client ready"
+        );
         let current = Arc::new(RwLock::new(inner));
         let unauthorized = Arc::new(Notify::new());
         let transport = Rotating {
@@ -101,10 +150,13 @@ impl ControlPlane {
             metrics: metrics.clone(),
             health: health.clone(),
             source: source.describe().to_owned(),
+            request_timeout: options.request_timeout,
+            write_timeout: options.write_timeout,
         };
         Ok(Arc::new(Self {
             client: kube::Client::new(transport, default_ns),
             source,
+            options,
             current,
             fingerprint: Mutex::new(fingerprint),
             unauthorized,
@@ -129,18 +181,31 @@ impl ControlPlane {
     }
 
     /// Re-reads the kubeconfig; rebuilds the inner client if it changed (or
-    /// `force`). Returns whether the client was rebuilt.
+    /// `force`). Returns whether the client was rebuilt. A kubeconfig that
+    /// cannot be used changes nothing: the current client goes on.
     pub async fn refresh(&self, force: bool) -> Result<bool, LoadError> {
-        let (config, fingerprint) = load(&self.source).await?;
+        let (parsed, fingerprint) = match load(&self.source, &self.options).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.metrics.kubeconfig_reload_failures.inc();
+                self.metrics.kubeconfig_rejected.set(1);
+                return Err(e);
+            }
+        };
         {
             let old = self.fingerprint.lock().unwrap_or_else(|p| p.into_inner());
             if !force && fingerprint.is_some() && *old == fingerprint {
+                self.metrics.kubeconfig_rejected.set(0);
                 return Ok(false);
             }
         }
-        let inner = build(&self.source, config)?;
+        let inner = build(&self.source, &self.options, parsed).inspect_err(|_| {
+            self.metrics.kubeconfig_reload_failures.inc();
+            self.metrics.kubeconfig_rejected.set(1);
+        })?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = inner;
         *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint;
+        self.metrics.kubeconfig_rejected.set(0);
         self.metrics.kubeconfig_reloads.inc();
         self.rebuilt.send_modify(|n| *n += 1);
         Ok(true)
@@ -178,65 +243,227 @@ impl ControlPlane {
                         after_401,
                         "kubeconfig reloaded; control-plane client rebuilt"
                     );
-                    self.health.set("kubeconfig", None);
+                    self.health.set(Check::Kubeconfig, None);
                 }
-                Ok(false) => self.health.set("kubeconfig", None),
+                Ok(false) => self.health.set(Check::Kubeconfig, None),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot reload the kubeconfig; keeping the current client");
-                    self.health.set("kubeconfig", Some(e.to_string()));
+                    tracing::warn!(error = %e, "cannot use the kubeconfig read now; keeping the last good client");
+                    self.health.set(
+                        Check::Kubeconfig,
+                        Some(format!("{e} (the last good kubeconfig is still in use)")),
+                    );
                 }
             }
         }
     }
 }
 
-async fn load(source: &KubeconfigSource) -> Result<(kube::Config, Option<u64>), LoadError> {
-    match source {
+/// A fingerprint of what a resolved configuration connects with.
+fn fingerprint(config: &kube::Config) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    config.cluster_url.to_string().hash(&mut h);
+    config.root_cert.hash(&mut h);
+    config.accept_invalid_certs.hash(&mut h);
+    config
+        .proxy_url
+        .as_ref()
+        .map(ToString::to_string)
+        .hash(&mut h);
+    config.tls_server_name.hash(&mut h);
+    // The credentials (a token, a token file's path, a client key) as
+    // serialized, hashed only.
+    serde_json::to_vec(&config.auth_info).ok()?.hash(&mut h);
+    Some(h.finish())
+}
+
+async fn load(
+    source: &KubeconfigSource,
+    options: &ConnectOptions,
+) -> Result<(kubeconfig::Parsed, Option<u64>), LoadError> {
+    let parsed = match source {
         KubeconfigSource::Secret(s) => {
             let fetched = s.fetch().await?;
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            fetched.bytes.expose().hash(&mut h);
-            let config = kubeconfig::parse(&fetched.bytes, s.uri()).await?;
-            Ok((config, Some(h.finish())))
+            kubeconfig::parse(&fetched.bytes, s.uri(), Some(options.permissions)).await?
         }
-        KubeconfigSource::InCluster => {
-            kube::Config::incluster()
-                .map(|c| (c, None))
-                .map_err(|e| LoadError::Other {
-                    source_uri: "in-cluster".into(),
-                    detail: e.to_string(),
-                })
+        // The operator's own: exec plugins and files as kubectl has them.
+        KubeconfigSource::InCluster => kubeconfig::Parsed {
+            config: kube::Config::incluster().map_err(|e| LoadError::Other {
+                source_uri: "in-cluster".into(),
+                detail: e.to_string(),
+            })?,
+            credential: Credential::AsWritten,
+        },
+        KubeconfigSource::Default => kubeconfig::Parsed {
+            config: kube::Config::infer().await.map_err(|_| LoadError::Other {
+                source_uri: source.describe().into(),
+                detail: "no kubeconfig (KUBECONFIG, ~/.kube/config) and not in a cluster".into(),
+            })?,
+            credential: Credential::AsWritten,
+        },
+    };
+    let fingerprint = fingerprint(&parsed.config).map(|f| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (f, &parsed.credential).hash(&mut h);
+        h.finish()
+    });
+    Ok((parsed, fingerprint))
+}
+
+fn build(
+    source: &KubeconfigSource,
+    options: &ConnectOptions,
+    parsed: kubeconfig::Parsed,
+) -> Result<Inner, LoadError> {
+    let other = |detail: String| LoadError::Other {
+        source_uri: source.describe().into(),
+        detail,
+    };
+    let kubeconfig::Parsed {
+        mut config,
+        credential,
+    } = parsed;
+    // Refusals for load are retried by `Rotating`, with jitter (see there).
+    config.default_retry = false;
+    // A watch the apiserver ends every minute, so that a silent connection
+    // (black-holed) is noticed in about one.
+    config.read_timeout = Some(WATCH_READ_TIMEOUT);
+    let token = match &credential {
+        Credential::AsWritten => None,
+        native => {
+            // The token is ours to add; nothing of the kubeconfig's user runs.
+            config.auth_info = kube::config::AuthInfo::default();
+            Some(Arc::new(native_token(native, options).map_err(other)?))
         }
-        KubeconfigSource::Default => {
-            kube::Config::infer()
-                .await
-                .map(|c| (c, None))
-                .map_err(|e| LoadError::Other {
-                    source_uri: source.describe().into(),
-                    detail: e.to_string(),
-                })
+    };
+    let client = kube::Client::try_from(config).map_err(|e| other(build_error(&e)))?;
+    Ok(Inner { client, token })
+}
+
+/// The token source of a natively done credential.
+fn native_token(credential: &Credential, options: &ConnectOptions) -> Result<CachedToken, String> {
+    let source: Box<dyn TokenSource> = match credential {
+        Credential::AsWritten => return Err("no native credential".into()),
+        Credential::Upbound { organization } => {
+            let Some(uri) = &options.upbound_token_source else {
+                return Err(format!(
+                    "the kubeconfig authenticates with `up organization token` (Upbound Cloud, \
+                     organization {organization:?}): set --upbound-token-source \
+                     (ROBOT_CONTROLLER_UPBOUND_TOKEN_SOURCE) to where the Upbound robot token is \
+                     kept; the controller exchanges it itself, no `up` binary needed"
+                ));
+            };
+            let token_source =
+                crate::source::parse(uri).map_err(|e| format!("--upbound-token-source: {e}"))?;
+            Box::new(crate::credentials::upbound::UpboundExchange::new(
+                &options.upbound_auth_endpoint,
+                organization,
+                token_source,
+                options.refresh_interval,
+            )?)
         }
+        Credential::Eks {
+            cluster,
+            region,
+            profile,
+        } => Box::new(crate::credentials::eks::EksTokens::new(
+            cluster,
+            region.clone(),
+            profile.clone(),
+        )),
+        Credential::Gke => Box::new(crate::credentials::gke::GkeTokens::default()),
+    };
+    Ok(CachedToken::new(source))
+}
+
+/// Our message for a client that cannot be built: kube's own may quote an
+/// exec plugin's command line, its environment or its output (a token).
+fn build_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Auth(_) => {
+            "cannot build a client: the kubeconfig's credentials cannot be used (an exec plugin, \
+             auth provider or credential file failed, or a field is invalid)"
+                .into()
+        }
+        _ => "cannot build a client from the kubeconfig (its TLS or server settings are invalid)"
+            .into(),
     }
 }
 
-fn build(source: &KubeconfigSource, mut config: kube::Config) -> Result<kube::Client, LoadError> {
-    // Refusals for load are retried by `Rotating`, with jitter (see there).
-    config.default_retry = false;
-    kube::Client::try_from(config).map_err(|e| LoadError::Other {
-        source_uri: source.describe().into(),
-        detail: format!("cannot build a client from the kubeconfig: {e}"),
-    })
-}
+/// How long a watch may be silent before its connection is dropped: past
+/// the apiserver's own end of each watch (kube's watcher asks for 290 s,
+/// bookmarks come every minute or so).
+const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The transport of the shared client: forwards to the current inner
-/// client, counts requests, and reports 401s.
+/// client (adding its token), bounds each request, counts requests, and
+/// reports 401s.
 #[derive(Clone)]
 struct Rotating {
-    current: Arc<RwLock<kube::Client>>,
+    current: Arc<RwLock<Inner>>,
     unauthorized: Arc<Notify>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     source: String,
+    request_timeout: Duration,
+    write_timeout: Duration,
+}
+
+/// A kube error with our own, fixed message.
+fn fixed(message: String) -> kube::Error {
+    kube::Error::Service(message.into())
+}
+
+impl Rotating {
+    /// Sends `req` with `inner`'s credentials, within the request's timeout.
+    async fn send_once(
+        &self,
+        inner: &Inner,
+        mut req: Request<Body>,
+        verb: &str,
+    ) -> Result<(Response<Body>, Option<http::HeaderValue>), kube::Error> {
+        let header = match &inner.token {
+            Some(t) => match t.header().await {
+                Ok(h) => {
+                    req.headers_mut()
+                        .insert(http::header::AUTHORIZATION, h.clone());
+                    Some(h)
+                }
+                Err(e) => {
+                    self.metrics.credentials_ok.set(0);
+                    self.health.set(Check::Credentials, Some(e.to_string()));
+                    return Err(fixed(e.to_string()));
+                }
+            },
+            None => None,
+        };
+        let timeout = match verb {
+            "watch" => None,
+            "get" | "list" => Some(self.request_timeout),
+            _ => Some(self.write_timeout),
+        };
+        let sent = inner.client.send(req);
+        let result = match timeout {
+            Some(t) => match tokio::time::timeout(t, sent).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(fixed(format!(
+                        "the control plane did not answer within {}",
+                        humantime::format_duration(t)
+                    )));
+                }
+            },
+            None => sent.await,
+        };
+        match result {
+            Ok(r) => Ok((r, header)),
+            // kube's auth errors may quote an exec plugin's output.
+            Err(kube::Error::Auth(_)) => Err(fixed(
+                "the kubeconfig's credentials failed (an exec plugin, auth provider or token file)"
+                    .into(),
+            )),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl tower::Service<Request<Body>> for Rotating {
@@ -249,7 +476,7 @@ impl tower::Service<Request<Body>> for Rotating {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let client = self
+        let inner = self
             .current
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -259,13 +486,14 @@ impl tower::Service<Request<Body>> for Rotating {
         Box::pin(async move {
             let mut req = req;
             let mut attempt = 0;
+            let mut refused_once = false;
             let result = loop {
                 let again = (attempt < MAX_LOAD_RETRIES)
                     .then(|| clone_request(&req))
                     .flatten();
-                let result = client.send(req).await;
+                let result = this.send_once(&inner, req, &verb).await;
                 let code = match &result {
-                    Ok(r) => r.status().as_u16().to_string(),
+                    Ok((r, _)) => r.status().as_u16().to_string(),
                     Err(_) => "error".to_owned(),
                 };
                 this.metrics
@@ -276,12 +504,24 @@ impl tower::Service<Request<Body>> for Rotating {
                     })
                     .inc();
                 match (result, again) {
-                    (Ok(r), Some(next)) if refused_for_load(r.status()) => {
+                    (Ok((r, _)), Some(next)) if refused_for_load(r.status()) => {
                         tokio::time::sleep(load_retry_delay(attempt, retry_after(&r))).await;
                         attempt += 1;
                         req = next;
                     }
-                    (result, _) => break result,
+                    // A token of ours refused: it may have been revoked
+                    // early. Drop it and try once more with a new one.
+                    (Ok((r, Some(header))), Some(next))
+                        if r.status() == StatusCode::UNAUTHORIZED && !refused_once =>
+                    {
+                        if let Some(t) = &inner.token {
+                            t.refused(&header);
+                        }
+                        refused_once = true;
+                        attempt += 1;
+                        req = next;
+                    }
+                    (result, _) => break result.map(|(r, _)| r),
                 }
             };
             if let Ok(r) = &result {
@@ -289,7 +529,7 @@ impl tower::Service<Request<Body>> for Rotating {
                     this.metrics.kube_auth_failures.inc();
                     this.metrics.credentials_ok.set(0);
                     this.health.set(
-                        "credentials",
+                        Check::Credentials,
                         Some(format!(
                             "the control plane refuses the credentials from {} (401 Unauthorized); re-reading them",
                             this.source
@@ -298,7 +538,7 @@ impl tower::Service<Request<Body>> for Rotating {
                     this.unauthorized.notify_one();
                 } else if r.status().is_success() {
                     this.metrics.credentials_ok.set(1);
-                    this.health.set("credentials", None);
+                    this.health.set(Check::Credentials, None);
                 }
             }
             result

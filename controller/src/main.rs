@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use robot_controller::cli::{Cli, Command};
-use robot_controller::{crd, runtime};
+use robot_controller::{crd, kinds, runtime};
 
 /// Set by AWS Lambda (and its emulators) in every function's environment.
 const LAMBDA_RUNTIME_API: &str = "AWS_LAMBDA_RUNTIME_API";
@@ -24,13 +24,13 @@ async fn main() -> ExitCode {
         return ExitCode::from(runtime::EXIT_CONFIG);
     }
     match cli.command {
-        Some(Command::Once(_)) => runtime::once(args).await,
-        Some(Command::Lambda(_)) => runtime::lambda(args).await,
+        Some(Command::Once(_)) => runtime::once(args, kinds::ALL).await,
+        Some(Command::Lambda(_)) => runtime::lambda(args, kinds::ALL).await,
         // Lambda starts the package's `bootstrap` with no arguments: without
         // a subcommand, the Lambda environment itself selects `lambda`. An
         // explicit subcommand always wins.
-        None if lambda_environment() => runtime::lambda(args).await,
-        _ => runtime::run(args).await,
+        None if lambda_environment() => runtime::lambda(args, kinds::ALL).await,
+        _ => runtime::run(args, kinds::ALL).await,
     }
 }
 
@@ -49,7 +49,12 @@ fn lambda_environment() -> bool {
 }
 
 fn print_crds(args: &robot_controller::cli::CrdsArgs) -> ExitCode {
-    for c in crd::crds(args.generation) {
+    let all = args
+        .generation
+        .generations()
+        .iter()
+        .flat_map(|g| crd::crds(kinds::ALL, args.api_group, *g));
+    for c in all {
         let yaml = match crd::to_yaml(&c) {
             Ok(y) => y,
             Err(e) => {

@@ -23,6 +23,13 @@ pub enum TokenError {
     Invalid(String),
 }
 
+impl TokenError {
+    /// Whether a later read may succeed without a human.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, TokenError::Source(e) if e.is_transient())
+    }
+}
+
 /// A bearer token that follows its source.
 pub struct BearerToken {
     source: Box<dyn SecretSource>,

@@ -24,6 +24,8 @@ pub(crate) struct ApiServerConfig {
     pub etcd_url: String,
     pub pki: Pki,
     pub token_file: PathBuf,
+    /// A TokenReview webhook's kubeconfig, when there is one.
+    pub webhook_config: Option<PathBuf>,
 }
 
 impl ApiServerConfig {
@@ -34,6 +36,7 @@ impl ApiServerConfig {
         etcd_url: String,
         pki: Pki,
         token_file: PathBuf,
+        webhook_config: Option<PathBuf>,
     ) -> Result<Self, Error> {
         Ok(Self {
             binary: binary.to_path_buf(),
@@ -44,6 +47,7 @@ impl ApiServerConfig {
             etcd_url,
             pki,
             token_file,
+            webhook_config,
         })
     }
 
@@ -78,6 +82,7 @@ impl ApiServerConfig {
                 path(&self.pki.serving_key)
             ))
             .arg(format!("--token-auth-file={}", path(&self.token_file)))
+            .arg(format!("--client-ca-file={}", path(&self.pki.ca_cert)))
             .arg("--authorization-mode=RBAC")
             .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
             .arg(format!(
@@ -94,6 +99,15 @@ impl ApiServerConfig {
             // No controller-manager runs: nothing would create the default
             // service account that this admission plugin waits for.
             .arg("--disable-admission-plugins=ServiceAccount");
+        if let Some(webhook) = &self.webhook_config {
+            cmd.arg(format!(
+                "--authentication-token-webhook-config-file={}",
+                path(webhook)
+            ))
+            .arg("--authentication-token-webhook-version=v1")
+            // Asked on every request: an expired token is refused at once.
+            .arg("--authentication-token-webhook-cache-ttl=0s");
+        }
         cmd
     }
 }

@@ -28,12 +28,17 @@ const PORT_ATTEMPTS: usize = 3;
 /// Which CRDs the control plane gets at start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CrdSet {
-    /// Ours, from `infra/crds/*.yaml` (the `*.dummy.crossplane.io` groups).
+    /// Ours, from `infra/crds/*.yaml` (the `*.dummy.crossplane.io` groups):
+    /// both generations, legacy and namespaced (`*.dummy.m.crossplane.io`),
+    /// as a Crossplane v2 control plane has them.
     #[default]
     Ours,
-    /// Ours for the `*.dummy.upbound.io` groups, from
+    /// Ours for the `*.dummy.upbound.io` groups (both generations), from
     /// `infra/crds/upbound.io/*.yaml`.
     OursUpbound,
+    /// Ours, the legacy (cluster-scoped) generation only, as a Crossplane
+    /// v1 control plane has them.
+    OursLegacy,
     /// The reference set of the `*.dummy.crossplane.io` groups.
     Crossplane,
     /// The reference set of the `*.dummy.upbound.io` groups.
@@ -47,7 +52,9 @@ impl CrdSet {
     pub fn dir(self) -> Option<PathBuf> {
         let reference = crate::provider_dummy_dir();
         match self {
-            CrdSet::Ours => Some(crate::workspace_root().join("infra").join("crds")),
+            CrdSet::Ours | CrdSet::OursLegacy => {
+                Some(crate::workspace_root().join("infra").join("crds"))
+            }
             CrdSet::OursUpbound => Some(
                 crate::workspace_root()
                     .join("infra")
@@ -68,7 +75,7 @@ impl CrdSet {
             return Ok(Vec::new());
         };
         let hint = match self {
-            CrdSet::Ours | CrdSet::OursUpbound => {
+            CrdSet::Ours | CrdSet::OursUpbound | CrdSet::OursLegacy => {
                 "our CRDs are generated from the Rust types into infra/crds/"
             }
             _ => {
@@ -76,8 +83,30 @@ impl CrdSet {
                  <workspace>/../shared (anchors/provider-dummy), else <workspace>/testdata"
             }
         };
-        files_in(&format!("{self:?}"), &dir, hint)
+        let mut files = files_in(&format!("{self:?}"), &dir, hint)?;
+        if self == CrdSet::OursLegacy {
+            files.retain(|f| !is_namespaced_generation(f));
+        }
+        Ok(files)
     }
+
+    /// The files of the set's namespaced (v2, `.m.` groups) generation.
+    pub fn namespaced_files(self) -> Result<Vec<PathBuf>, Error> {
+        let dir = match self {
+            CrdSet::OursLegacy => CrdSet::Ours,
+            other => other,
+        };
+        let mut files = dir.files()?;
+        files.retain(|f| is_namespaced_generation(f));
+        Ok(files)
+    }
+}
+
+/// `dummy.m.crossplane.io_providerconfigs.yaml` and the like.
+fn is_namespaced_generation(file: &Path) -> bool {
+    file.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.contains(".m."))
 }
 
 fn files_in(set: &str, dir: &Path, hint: &str) -> Result<Vec<PathBuf>, Error> {
@@ -101,6 +130,12 @@ fn files_in(set: &str, dir: &Path, hint: &str) -> Result<Vec<PathBuf>, Error> {
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     pub crds: CrdSet,
+    /// A TokenReview webhook (`http://host:port/path`) the apiserver asks
+    /// about bearer tokens its static token file does not know: how a
+    /// control plane that accepts short-lived tokens (Upbound's, EKS's,
+    /// GKE's) is stood in for. Every request is asked anew (no cache), so
+    /// a token's expiry is real.
+    pub token_webhook: Option<String>,
     /// Where to keep data, keys and logs; emptied at start and left in
     /// place at the end. `None`: a temp dir, removed at the end.
     pub dir: Option<PathBuf>,
@@ -173,6 +208,14 @@ impl ControlPlane {
         let admin_token = Token::generate()?;
         let controller_token = Token::generate()?;
         let token_file = dir.join("tokens.csv");
+        let webhook_config = match &opts.token_webhook {
+            Some(url) => {
+                let path = dir.join("token-webhook.kubeconfig");
+                write_private(&path, webhook_kubeconfig(url).as_bytes())?;
+                Some(path)
+            }
+            None => None,
+        };
 
         let mut etcd_config = EtcdConfig::new(&bins.etcd, &dir)?;
         let apiserver_config = ApiServerConfig::new(
@@ -182,6 +225,7 @@ impl ControlPlane {
             etcd_config.client_url(),
             pki,
             token_file,
+            webhook_config,
         )?;
 
         let mut attempt = 0;
@@ -262,6 +306,25 @@ impl ControlPlane {
         self.kubeconfig_yaml(CONTROLLER_USER, &self.controller_token)
     }
 
+    /// The CA that signs the apiserver's certificate (and client ones), PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.apiserver_config.pki.ca_pem
+    }
+
+    /// The controller's kubeconfig with a client certificate (the `-data`
+    /// forms) instead of a token.
+    pub fn controller_cert_kubeconfig_yaml(&self) -> String {
+        kubeconfig::render_with_user(
+            &self.url,
+            &self.apiserver_config.pki.ca_pem,
+            CONTROLLER_USER,
+            kubeconfig::UserCredential::Certificate {
+                cert_pem: &self.apiserver_config.pki.controller_cert_pem,
+                key_pem: &self.apiserver_config.pki.controller_key_pem,
+            },
+        )
+    }
+
     pub fn controller_token(&self) -> String {
         self.controller_token.expose().to_owned()
     }
@@ -295,6 +358,13 @@ impl ControlPlane {
     pub async fn apply_yaml(&self, yaml: &str) -> Result<(), Error> {
         let admin = self.admin_client().await?;
         manifests::apply_yaml(&admin, yaml, "apply_yaml").await
+    }
+
+    /// Installs CRD (or other manifest) files as admin, waiting until the
+    /// CRDs are Established and served.
+    pub async fn install_files(&self, files: &[PathBuf]) -> Result<(), Error> {
+        let admin = self.admin_client().await?;
+        manifests::apply(&admin, &manifests::read_files(files)?).await
     }
 
     /// Issues a new controller token and revokes the old one: the token
@@ -402,6 +472,13 @@ impl Drop for ControlPlane {
     }
 }
 
+/// The kubeconfig an apiserver reads its TokenReview webhook from.
+fn webhook_kubeconfig(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: webhook\n  cluster:\n    server: {url}\nusers:\n- name: apiserver\n  user: {{}}\ncontexts:\n- name: webhook\n  context:\n    cluster: webhook\n    user: apiserver\ncurrent-context: webhook\n"
+    )
+}
+
 /// A command that prints `message` on stderr and exits 127 (the shell's
 /// "command not found"), whatever arguments are appended to it.
 fn explain_missing(message: &str) -> Command {
@@ -456,5 +533,16 @@ mod tests {
             assert_eq!(files.len(), 4, "{set:?}: {files:?}");
         }
         assert!(CrdSet::None.files().expect("none").is_empty());
+    }
+
+    #[test]
+    fn our_sets_split_by_generation() {
+        let all = CrdSet::Ours.files().expect("ours");
+        let legacy = CrdSet::OursLegacy.files().expect("legacy");
+        let namespaced = CrdSet::OursLegacy.namespaced_files().expect("v2");
+        assert!(!legacy.is_empty() && !namespaced.is_empty());
+        assert_eq!(legacy.len() + namespaced.len(), all.len());
+        assert!(namespaced.iter().all(|f| is_namespaced_generation(f)));
+        assert!(!legacy.iter().any(|f| is_namespaced_generation(f)));
     }
 }

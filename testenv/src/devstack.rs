@@ -224,6 +224,7 @@ impl Stack {
         let control_plane = ControlPlane::start(Options {
             crds,
             dir: Some(layout.control_plane_dir()),
+            ..Options::default()
         })
         .await?;
         std::fs::copy(control_plane.admin_kubeconfig_path(), layout.kubeconfig())

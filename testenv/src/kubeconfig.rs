@@ -48,7 +48,25 @@ struct User<'a> {
 
 #[derive(Serialize)]
 struct UserFields<'a> {
-    token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
+    #[serde(
+        rename = "client-certificate-data",
+        skip_serializing_if = "Option::is_none"
+    )]
+    client_certificate_data: Option<String>,
+    #[serde(rename = "client-key-data", skip_serializing_if = "Option::is_none")]
+    client_key_data: Option<String>,
+}
+
+/// How a kubeconfig's user authenticates.
+pub enum UserCredential<'a> {
+    Token(&'a str),
+    /// A client certificate and key, PEM (written as the `-data` forms).
+    Certificate {
+        cert_pem: &'a str,
+        key_pem: &'a str,
+    },
 }
 
 #[derive(Serialize)]
@@ -67,6 +85,29 @@ struct Empty {}
 
 /// The kubeconfig YAML for `user` with `token` on `server`.
 pub fn render(server: &str, ca_pem: &str, user: &str, token: &str) -> String {
+    render_with_user(server, ca_pem, user, UserCredential::Token(token))
+}
+
+/// The kubeconfig YAML for `user` authenticating with `credential`.
+pub fn render_with_user(
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    credential: UserCredential<'_>,
+) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let fields = match credential {
+        UserCredential::Token(token) => UserFields {
+            token: Some(token),
+            client_certificate_data: None,
+            client_key_data: None,
+        },
+        UserCredential::Certificate { cert_pem, key_pem } => UserFields {
+            token: None,
+            client_certificate_data: Some(b64(cert_pem)),
+            client_key_data: Some(b64(key_pem)),
+        },
+    };
     let cluster = "testenv";
     let context = format!("{user}@{cluster}");
     let file = File {
@@ -84,9 +125,7 @@ pub fn render(server: &str, ca_pem: &str, user: &str, token: &str) -> String {
         }],
         users: [Named {
             name: user,
-            value: User {
-                user: UserFields { token },
-            },
+            value: User { user: fields },
         }],
         contexts: [Named {
             name: &context,

@@ -22,6 +22,10 @@ pub(crate) struct Pki {
     pub serving_key: PathBuf,
     pub service_account_key: PathBuf,
     pub service_account_pub: PathBuf,
+    /// A client certificate of the CA for the controller's user (the
+    /// apiserver trusts the CA for clients too), PEM.
+    pub controller_cert_pem: String,
+    pub controller_key_pem: String,
 }
 
 impl Pki {
@@ -62,6 +66,16 @@ impl Pki {
         let serving_key = KeyPair::generate().map_err(pki)?;
         let serving_cert = params.signed_by(&serving_key, &ca).map_err(pki)?;
 
+        // The controller's identity as a client certificate: CN is the user.
+        let mut client = CertificateParams::new(Vec::<String>::new()).map_err(pki)?;
+        client
+            .distinguished_name
+            .push(DnType::CommonName, crate::controlplane::CONTROLLER_USER);
+        client.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client_key = KeyPair::generate().map_err(pki)?;
+        let client_cert = client.signed_by(&client_key, &ca).map_err(pki)?;
+
         // ECDSA P-256: the apiserver signs service-account tokens with ES256.
         let sa_key = KeyPair::generate().map_err(pki)?;
 
@@ -72,6 +86,8 @@ impl Pki {
             serving_key: dir.join("apiserver.key"),
             service_account_key: dir.join("sa.key"),
             service_account_pub: dir.join("sa.pub"),
+            controller_cert_pem: client_cert.pem(),
+            controller_key_pem: client_key.serialize_pem(),
         };
         let write = |path: &Path, text: &str| write_private(path, text.as_bytes());
         write(&files.ca_cert, &files.ca_pem)?;

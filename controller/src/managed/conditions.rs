@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 pub const TYPE_READY: &str = "Ready";
 pub const TYPE_SYNCED: &str = "Synced";
 
+/// Crossplane's message for a paused resource (condition and event).
+pub const PAUSED_MESSAGE: &str =
+    "Reconciliation is paused either through the `spec.managementPolicies` or the pause annotation";
+
 /// Longest condition message kept; longer ones are cut (etcd objects and
 /// `kubectl describe` both suffer from walls of text).
 const MAX_MESSAGE_CHARS: usize = 1024;
@@ -32,7 +36,7 @@ pub struct Condition {
     pub message: Option<String>,
     /// LastTransitionTime is the last time this condition transitioned from
     /// one status to another.
-    #[schemars(schema_with = "crate::crd::date_time")]
+    #[schemars(schema_with = "crate::managed::schema::date_time")]
     pub last_transition_time: Time,
     /// ObservedGeneration is the .metadata.generation the condition was set
     /// based upon.
@@ -75,7 +79,7 @@ impl Condition {
             TYPE_SYNCED,
             false,
             "ReconcilePaused",
-            Some("Reconciliation is paused via the pause annotation".into()),
+            Some(PAUSED_MESSAGE.into()),
         )
     }
 

@@ -1,10 +1,11 @@
 //! Connection details, written to the Secret a managed resource names in
 //! `writeConnectionSecretToRef`, owned by that resource.
+//!
+//! The Secret is read on every publish (a GET, never a write when it holds
+//! the details already): a Secret someone else deleted or edited is
+//! repaired at the next poll, not at the next restart.
 
-use std::collections::HashMap;
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -12,69 +13,41 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 
 use super::ConnectionDetails;
-use super::types::SecretReference;
-use super::usage::ResourceRef;
+use super::kube_writer::write_error;
+use super::writer::{Owner, SecretTarget, WriteError};
 
 /// The Secret type Crossplane uses for connection details.
 pub const SECRET_TYPE: &str = "connection.crossplane.io/v1alpha1";
 
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error("cannot publish connection details: {0}")]
-    Kube(#[from] kube::Error),
-    #[error(
-        "cannot publish connection details: Secret {namespace}/{name} exists and is not controlled by this resource"
-    )]
-    NotOurs { namespace: String, name: String },
-}
-
-/// Publishes connection secrets, remembering what it wrote so that steady
-/// state costs no request.
-#[derive(Default)]
+/// Publishes connection secrets.
 pub struct Publisher {
-    client: Option<kube::Client>,
-    /// uid -> hash of (target, details) last known to be in the Secret.
-    published: Mutex<HashMap<String, u64>>,
+    client: kube::Client,
 }
 
 impl Publisher {
     pub fn new(client: kube::Client) -> Self {
-        Self {
-            client: Some(client),
-            published: Mutex::default(),
-        }
+        Self { client }
     }
 
-    fn api(&self, namespace: &str) -> Option<Api<Secret>> {
-        self.client.clone().map(|c| Api::namespaced(c, namespace))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        self.published.lock().unwrap_or_else(|p| p.into_inner())
+    fn api(&self, namespace: &str) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), namespace)
     }
 
     /// Adds `details` to the Secret (publishing is additive, as in
     /// Crossplane), creating it owned by `owner` if needed.
     pub async fn publish(
         &self,
-        owner: &ResourceRef,
-        target: &SecretReference,
+        owner: &Owner,
+        target: &SecretTarget,
         details: &ConnectionDetails,
-    ) -> Result<(), PublishError> {
-        let mut hasher = DefaultHasher::new();
-        (&target.namespace, &target.name, details).hash(&mut hasher);
-        let digest = hasher.finish();
-        if self.lock().get(&owner.uid) == Some(&digest) {
-            return Ok(());
-        }
-        let Some(api) = self.api(&target.namespace) else {
-            return Ok(());
-        };
-        let data: std::collections::BTreeMap<String, ByteString> = details
+    ) -> Result<(), WriteError> {
+        let api = self.api(&target.namespace);
+        let data: BTreeMap<String, ByteString> = details
             .iter()
             .map(|(k, v)| (k.clone(), ByteString(v.clone())))
             .collect();
-        match api.get_opt(&target.name).await? {
+        let fail = |e| write_error("connection Secret", e);
+        match api.get_opt(&target.name).await.map_err(fail)? {
             None => {
                 let secret = Secret {
                     metadata: ObjectMeta {
@@ -87,11 +60,13 @@ impl Publisher {
                     data: Some(data),
                     ..Secret::default()
                 };
-                api.create(&PostParams::default(), &secret).await?;
+                api.create(&PostParams::default(), &secret)
+                    .await
+                    .map_err(fail)?;
             }
             Some(existing) => {
                 if !controlled_by(&existing.metadata, &owner.uid) {
-                    return Err(PublishError::NotOurs {
+                    return Err(WriteError::NotOurs {
                         namespace: target.namespace.clone(),
                         name: target.name.clone(),
                     });
@@ -100,11 +75,11 @@ impl Publisher {
                 if data.iter().any(|(k, v)| current.get(k) != Some(v)) {
                     let patch = serde_json::json!({ "data": data });
                     api.patch(&target.name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await?;
+                        .await
+                        .map_err(fail)?;
                 }
             }
         }
-        self.lock().insert(owner.uid.clone(), digest);
         Ok(())
     }
 
@@ -114,18 +89,16 @@ impl Publisher {
     pub async fn unpublish(
         &self,
         owner_uid: &str,
-        target: &SecretReference,
-    ) -> Result<(), PublishError> {
-        self.lock().remove(owner_uid);
-        let Some(api) = self.api(&target.namespace) else {
-            return Ok(());
-        };
-        match api.get_opt(&target.name).await? {
+        target: &SecretTarget,
+    ) -> Result<(), WriteError> {
+        let api = self.api(&target.namespace);
+        let fail = |e| write_error("connection Secret", e);
+        match api.get_opt(&target.name).await.map_err(fail)? {
             Some(s) if controlled_by(&s.metadata, owner_uid) => {
                 match api.delete(&target.name, &DeleteParams::default()).await {
                     Ok(_) => Ok(()),
                     Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
-                    Err(e) => Err(e.into()),
+                    Err(e) => Err(fail(e)),
                 }
             }
             _ => Ok(()),
@@ -133,18 +106,19 @@ impl Publisher {
     }
 }
 
-fn owner_reference(owner: &ResourceRef) -> OwnerReference {
+fn owner_reference(owner: &Owner) -> OwnerReference {
     OwnerReference {
         api_version: owner.api_version.clone(),
         kind: owner.kind.clone(),
-        name: owner.name.clone(),
+        name: owner.key.name.clone(),
         uid: owner.uid.clone(),
         controller: Some(true),
         block_owner_deletion: None,
     }
 }
 
-fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
+/// Whether `uid` is the controller of the object.
+pub fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
     meta.owner_references.as_ref().is_some_and(|refs| {
         refs.iter()
             .any(|r| r.uid == uid && r.controller == Some(true))

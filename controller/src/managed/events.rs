@@ -20,12 +20,16 @@ pub enum Reason {
     UpdatedExternalResource,
     DeletedExternalResource,
     ReconciliationPaused,
+    /// A `crossplane.io/reconcile-requested-at` token was handled.
+    ReconcileRequestHandled,
+    /// Another managed resource claims the same external resource.
+    ExternalNameConflict,
     /// ProviderConfig usage bookkeeping (crossplane-runtime's `reasonAccount`).
     UsageAccounting,
 }
 
 impl Reason {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Reason::CannotConnectToProvider => "CannotConnectToProvider",
             Reason::CannotObserveExternalResource => "CannotObserveExternalResource",
@@ -40,16 +44,19 @@ impl Reason {
             Reason::UpdatedExternalResource => "UpdatedExternalResource",
             Reason::DeletedExternalResource => "DeletedExternalResource",
             Reason::ReconciliationPaused => "ReconciliationPaused",
+            Reason::ReconcileRequestHandled => "ReconcileRequestHandled",
+            Reason::ExternalNameConflict => "ExternalNameConflict",
             Reason::UsageAccounting => "UsageAccounting",
         }
     }
 
-    fn event_type(self) -> EventType {
+    pub fn event_type(self) -> EventType {
         match self {
             Reason::CreatedExternalResource
             | Reason::UpdatedExternalResource
             | Reason::DeletedExternalResource
-            | Reason::ReconciliationPaused => EventType::Normal,
+            | Reason::ReconciliationPaused
+            | Reason::ReconcileRequestHandled => EventType::Normal,
             _ => EventType::Warning,
         }
     }
@@ -127,6 +134,8 @@ fn action(reason: Reason) -> &'static str {
         Reason::CannotUpdateManagedResource => "UpdateManagedResource",
         Reason::CannotUseManagementPolicy => "ResolvePolicies",
         Reason::ReconciliationPaused => "Pause",
+        Reason::ReconcileRequestHandled => "Reconcile",
+        Reason::ExternalNameConflict => "Claim",
         Reason::UsageAccounting => "AccountUsage",
     }
 }

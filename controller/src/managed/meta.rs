@@ -3,9 +3,9 @@
 //! Crossplane provider without losing its external name or its leak guard.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::jiff::Timestamp;
 
 pub const FINALIZER: &str = "finalizer.managedresource.crossplane.io";
 pub const EXTERNAL_NAME: &str = "crossplane.io/external-name";
@@ -13,6 +13,11 @@ pub const PAUSED: &str = "crossplane.io/paused";
 pub const CREATE_PENDING: &str = "crossplane.io/external-create-pending";
 pub const CREATE_SUCCEEDED: &str = "crossplane.io/external-create-succeeded";
 pub const CREATE_FAILED: &str = "crossplane.io/external-create-failed";
+/// A per-resource poll interval, a Go duration (Crossplane 2.3).
+pub const POLL_INTERVAL: &str = "crossplane.io/poll-interval";
+/// An opaque token: a new value asks for a reconcile now, recorded in
+/// `status.lastHandledReconcileAt` once handled (Crossplane 2.3).
+pub const RECONCILE_REQUESTED_AT: &str = "crossplane.io/reconcile-requested-at";
 
 fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
     meta.annotations.as_ref()?.get(key).map(String::as_str)
@@ -45,28 +50,65 @@ pub fn has_finalizer(meta: &ObjectMeta, finalizer: &str) -> bool {
         .is_some_and(|f| f.iter().any(|x| x == finalizer))
 }
 
-/// When an annotation holds an RFC 3339 time, that time.
-fn annotation_time(meta: &ObjectMeta, key: &str) -> Option<Timestamp> {
-    annotation(meta, key)?.parse().ok()
+/// The `crossplane.io/poll-interval` annotation: `None` when absent,
+/// `Err` with a reason when it is not a positive Go duration.
+pub fn poll_interval(meta: &ObjectMeta) -> Option<Result<Duration, String>> {
+    let value = annotation(meta, POLL_INTERVAL)?.trim();
+    if value.is_empty() {
+        return None;
+    }
+    Some(match parse_go_duration(value) {
+        Some(d) if !d.is_zero() => Ok(d),
+        Some(_) => Err(format!("{POLL_INTERVAL} {value:?} is not positive")),
+        None => Err(format!(
+            "{POLL_INTERVAL} {value:?} is not a duration such as 30s, 5m or 1h30m"
+        )),
+    })
 }
 
-/// A create was started and neither its success nor its failure recorded:
-/// the process died in between, and the external resource may or may not
-/// exist. Crossplane stops here for a human; external names here are
-/// deterministic, so the reconciler settles it by observing instead.
-pub fn create_incomplete(meta: &ObjectMeta) -> bool {
-    let Some(pending) = annotation_time(meta, CREATE_PENDING) else {
-        return false;
-    };
-    let settled_after = |key| annotation_time(meta, key).is_some_and(|t| t >= pending);
-    !settled_after(CREATE_SUCCEEDED) && !settled_after(CREATE_FAILED)
+/// The `crossplane.io/reconcile-requested-at` token, when set.
+pub fn reconcile_request(meta: &ObjectMeta) -> Option<&str> {
+    annotation(meta, RECONCILE_REQUESTED_AT).filter(|t| !t.is_empty())
 }
 
-/// Crossplane's timestamp format for these annotations.
-pub fn now_rfc3339() -> String {
-    Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%S%.fZ")
-        .to_string()
+/// Go's `time.ParseDuration`: a sequence of decimal numbers, each with a
+/// unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), as in `1h30m` or `1.5s`.
+/// Negative durations are refused (`None`).
+pub fn parse_go_duration(text: &str) -> Option<Duration> {
+    let mut rest = text.strip_prefix('+').unwrap_or(text);
+    if rest == "0" {
+        return Some(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_len);
+        if number.is_empty() || number == "." {
+            return None;
+        }
+        let value: f64 = number.parse().ok()?;
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let seconds = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += value * seconds;
+        rest = after;
+    }
+    Duration::try_from_secs_f64(total).ok()
 }
 
 /// Annotations to set (`Some`) or remove (`None`) in one metadata patch.
@@ -97,26 +139,34 @@ mod tests {
     }
 
     #[test]
-    fn create_incomplete_compares_times() {
-        let t1 = "2026-01-01T00:00:00Z";
-        let t2 = "2026-01-01T00:00:01.5Z";
-        assert!(!create_incomplete(&meta(&[])));
-        assert!(create_incomplete(&meta(&[(CREATE_PENDING, t2)])));
-        assert!(create_incomplete(&meta(&[
-            (CREATE_PENDING, t2),
-            (CREATE_SUCCEEDED, t1)
-        ])));
-        assert!(!create_incomplete(&meta(&[
-            (CREATE_PENDING, t1),
-            (CREATE_SUCCEEDED, t2)
-        ])));
-        assert!(!create_incomplete(&meta(&[
-            (CREATE_PENDING, t1),
-            (CREATE_FAILED, t1)
-        ])));
-        // Our own format parses back.
-        let now = now_rfc3339();
-        assert!(create_incomplete(&meta(&[(CREATE_PENDING, &now)])));
+    fn go_durations_parse_as_crossplane_reads_them() {
+        let s = Duration::from_secs;
+        assert_eq!(parse_go_duration("30s"), Some(s(30)));
+        assert_eq!(parse_go_duration("1h30m"), Some(s(5400)));
+        assert_eq!(parse_go_duration("1.5h"), Some(s(5400)));
+        assert_eq!(parse_go_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
+        for bad in ["", "5", "-5s", "5 s", "1d", "s", ".s", "1h-2m"] {
+            assert_eq!(parse_go_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn poll_interval_annotation() {
+        assert_eq!(poll_interval(&meta(&[])), None);
+        assert_eq!(
+            poll_interval(&meta(&[(POLL_INTERVAL, "2m")])),
+            Some(Ok(Duration::from_secs(120)))
+        );
+        let bad = poll_interval(&meta(&[(POLL_INTERVAL, "soon")]))
+            .unwrap()
+            .unwrap_err();
+        assert!(bad.contains("\"soon\""), "{bad}");
+        assert!(
+            poll_interval(&meta(&[(POLL_INTERVAL, "0s")]))
+                .unwrap()
+                .is_err()
+        );
     }
 
     #[test]

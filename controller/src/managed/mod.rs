@@ -1,43 +1,61 @@
 //! Crossplane's managed-resource semantics, for any kind of managed resource.
 //!
-//! A kind plugs in by implementing [`Connector`] and [`ExternalClient`]
-//! (observe / create / update / delete), as providers do for
-//! crossplane-runtime's `managed.Reconciler`. Everything else lives here:
-//! finalizer, external name, create-pending/succeeded/failed annotations,
-//! conditions, policies, ProviderConfig usage, connection secrets, events.
-//! Nothing here knows what a robot is.
+//! A kind plugs in by implementing [`ManagedKind`] (its types, API group,
+//! CRD and [`Connector`]) and [`ExternalClient`] (observe / create / update
+//! / delete), as providers do for crossplane-runtime's `managed.Reconciler`.
+//! Everything else lives here: finalizer, external name, conditions,
+//! policies, poll and reconcile-request annotations, ProviderConfig usage,
+//! connection secrets, events, one owner per external resource. Nothing
+//! here knows what a robot is.
+//!
+//! The reconciler's writes to the control plane go through [`Writer`], so
+//! its decisions are tested against an in-memory fake in milliseconds
+//! (`reconciler_tests`), and against the real apiserver elsewhere.
 
+pub mod claims;
 pub mod conditions;
+pub mod config;
 pub mod connection;
 pub mod events;
+pub mod inuse;
+pub mod kube_writer;
 pub mod meta;
-mod reconciler;
+pub mod metrics;
+pub mod reconciler;
+#[cfg(test)]
+mod reconciler_tests;
+pub mod schema;
 pub mod types;
 pub mod usage;
+pub mod writer;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::future::Future;
 
-use kube::core::Object;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::core::{ApiResource, GroupVersionKind, Object};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use reconciler::{
-    ConfigLookup, Error as ReconcileError, Outcome, Reconciler, ReconcilerConfig, SyncState,
-};
-pub use types::{ResourceSpec, ResourceStatus};
+use crate::api::{Family, Generation, VERSION};
+
+pub use config::{ConfigKey, ConfigLookup};
+pub use reconciler::{Error as ReconcileError, Outcome, Reconciler, ReconcilerConfig, SyncState};
+pub use types::{CommonSpec, ResourceStatus};
+pub use writer::Writer;
 
 /// A managed resource: Kubernetes object with a Crossplane spec and status.
-/// The API group is only known at run time (two generations exist), hence
+/// The API group is only known at run time (two families exist), hence
 /// `Object` with an `ApiResource` rather than a static type.
 pub type Managed<P, U> = Object<P, U>;
 
-/// The spec of a managed kind: its own fields plus [`ResourceSpec`].
+/// The spec of a managed kind: its own fields plus those of its generation
+/// ([`types::LegacyResourceSpec`] or [`types::NamespacedResourceSpec`]).
 pub trait ManagedSpec:
     Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
 {
-    fn resource_spec(&self) -> &ResourceSpec;
+    fn common(&self) -> CommonSpec<'_>;
 }
 
 /// The status of a managed kind: [`ResourceStatus`] plus what it observes.
@@ -67,17 +85,30 @@ pub struct Observation {
     pub connection_details: ConnectionDetails,
 }
 
-/// An error from the external API, with a message fit for a condition.
+/// An error from the external API, with a message fit for a condition and
+/// whether retrying soon may help.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct ExternalError {
     pub message: String,
+    /// Network trouble, timeouts, 5xx, throttling: retried soon. Anything
+    /// else (a refused request, a bad configuration) waits longer, or for a
+    /// change to the resource or its ProviderConfig.
+    pub transient: bool,
 }
 
 impl ExternalError {
-    pub fn new(message: impl Into<String>) -> Self {
+    pub fn transient(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            transient: true,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            transient: false,
         }
     }
 }
@@ -119,4 +150,47 @@ pub trait Connector<P: ManagedSpec, U: ManagedStatus>: Send + Sync + 'static {
         mr: &Managed<P, U>,
         config: &Self::Config,
     ) -> Result<Self::Client, ExternalError>;
+
+    /// Which instance of the external system `config` points at: two
+    /// resources with one external name and one target are one external
+    /// resource (see [`claims`]). `None`: the config cannot be used.
+    fn target(&self, config: &Self::Config) -> Option<String>;
+}
+
+/// A managed kind as a registered unit: its types, where it is served,
+/// its CRD and how it connects. Adding a kind is one module implementing
+/// this (plus [`ExternalClient`]) and one entry in the list of kinds.
+pub trait ManagedKind: Send + Sync + 'static {
+    type Spec: ManagedSpec;
+    type Status: ManagedStatus;
+    type Connector: Connector<Self::Spec, Self::Status>;
+    /// What every connector of the provider is built from.
+    type Deps: Send + Sync + 'static;
+
+    /// The kind, as in `kind: Robot`.
+    const KIND: &'static str;
+    /// Its plural resource name, as in `robots`.
+    const PLURAL: &'static str;
+    /// The first label of its API group, as `iam` in `iam.dummy.crossplane.io`.
+    const SERVICE: &'static str;
+    const GENERATION: Generation;
+    /// Kinds with the same space name one external resource by the same
+    /// external name (the legacy and the namespaced Robot).
+    const EXTERNAL_SPACE: &'static str;
+
+    /// The CRD, in the `family`'s group.
+    fn crd(family: Family) -> CustomResourceDefinition;
+
+    fn connector(deps: &Self::Deps) -> Self::Connector;
+
+    fn group(family: Family) -> String {
+        Self::GENERATION.managed_group(Self::SERVICE, family)
+    }
+
+    fn api_resource(family: Family) -> ApiResource {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(&Self::group(family), VERSION, Self::KIND),
+            Self::PLURAL,
+        )
+    }
 }

@@ -1,5 +1,7 @@
-//! The fields every Crossplane managed resource carries (crossplane-runtime's
-//! `xpv1.ResourceSpec` / `ResourceStatus`), shared by every managed kind.
+//! The fields every Crossplane managed resource carries, in both
+//! generations: crossplane-runtime's `ClusterManagedResourceSpec` (legacy,
+//! cluster-scoped) and `ManagedResourceSpec` (v2, namespaced), and the
+//! status both share.
 //!
 //! Every field has a serde default, so an object written under an older or
 //! pruned schema still deserializes: one odd object must never stall the
@@ -12,10 +14,15 @@ use serde::{Deserialize, Serialize};
 
 use super::conditions::Condition;
 
-/// The fields of `spec` that the generic reconciler acts on.
+/// The kind a namespaced resource's `providerConfigRef` defaults to.
+pub const CLUSTER_PROVIDER_CONFIG: &str = "ClusterProviderConfig";
+/// The namespaced ProviderConfig kind of v2, and the only legacy one.
+pub const PROVIDER_CONFIG: &str = "ProviderConfig";
+
+/// The `spec` fields of a legacy (cluster-scoped) managed resource.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ResourceSpec {
+pub struct LegacyResourceSpec {
     /// DeletionPolicy specifies what will happen to the underlying external
     /// when this managed resource is deleted - either "Delete" or "Orphan" the
     /// external resource.
@@ -62,16 +69,105 @@ pub struct ResourceSpec {
     pub write_connection_secret_to_ref: Option<SecretReference>,
 }
 
-impl ResourceSpec {
-    /// The ProviderConfig to use: `providerConfigRef`, then the deprecated
-    /// `providerRef`, then `default`, as crossplane-runtime resolves it.
-    pub fn provider_config_name(&self) -> &str {
-        self.provider_config_ref
-            .as_ref()
-            .or(self.provider_ref.as_ref())
-            .map(|r| r.name.as_str())
-            .filter(|n| !n.is_empty())
-            .unwrap_or("default")
+/// The `spec` fields of a namespaced (Crossplane v2) managed resource. No
+/// `deletionPolicy`: orphaning is a `managementPolicies` list without
+/// `Delete`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespacedResourceSpec {
+    /// THIS IS A BETA FIELD. It is on by default but can be opted out through
+    /// a Crossplane feature flag. ManagementPolicies specify the array of
+    /// actions Crossplane is allowed to take on the managed and external
+    /// resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(default = "ManagementAction::default_policies")]
+    pub management_policies: Option<Vec<ManagementAction>>,
+
+    /// ProviderConfigReference specifies how the provider that will be used
+    /// to create, observe, update, and delete this managed resource should be
+    /// configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(default = "TypedReference::default_provider_config")]
+    pub provider_config_ref: Option<TypedReference>,
+
+    /// WriteConnectionSecretToReference specifies the name of a Secret, in
+    /// the same namespace as this managed resource, to which any connection
+    /// details for this managed resource should be written. Connection
+    /// details frequently include the endpoint, username, and password
+    /// required to connect to the managed resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_connection_secret_to_ref: Option<LocalSecretReference>,
+}
+
+/// Which ProviderConfig a managed resource names, defaults applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigRef<'a> {
+    /// `None` for a legacy resource, whose reference has no kind.
+    pub kind: Option<&'a str>,
+    pub name: &'a str,
+}
+
+/// What the generic reconciler reads from either spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommonSpec<'a> {
+    pub management_policies: Option<&'a [ManagementAction]>,
+    pub deletion_policy: DeletionPolicy,
+    pub config: ConfigRef<'a>,
+    /// The Secret for connection details: (namespace, name). A namespace
+    /// of `None` means the managed resource's own.
+    pub connection_secret: Option<(Option<&'a str>, &'a str)>,
+}
+
+impl LegacyResourceSpec {
+    pub fn common(&self) -> CommonSpec<'_> {
+        CommonSpec {
+            management_policies: self.management_policies.as_deref(),
+            deletion_policy: self.deletion_policy,
+            // `providerConfigRef`, then the deprecated `providerRef`, then
+            // `default`, as crossplane-runtime resolves it.
+            config: ConfigRef {
+                kind: None,
+                name: self
+                    .provider_config_ref
+                    .as_ref()
+                    .or(self.provider_ref.as_ref())
+                    .map(|r| r.name.as_str())
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or("default"),
+            },
+            connection_secret: self
+                .write_connection_secret_to_ref
+                .as_ref()
+                .map(|s| (Some(s.namespace.as_str()), s.name.as_str())),
+        }
+    }
+}
+
+impl NamespacedResourceSpec {
+    pub fn common(&self) -> CommonSpec<'_> {
+        let (kind, name) = match &self.provider_config_ref {
+            Some(r) => (
+                r.kind.as_str(),
+                Some(r.name.as_str()).filter(|n| !n.is_empty()),
+            ),
+            None => (CLUSTER_PROVIDER_CONFIG, None),
+        };
+        CommonSpec {
+            management_policies: self.management_policies.as_deref(),
+            deletion_policy: DeletionPolicy::Delete,
+            config: ConfigRef {
+                kind: Some(if kind.is_empty() {
+                    CLUSTER_PROVIDER_CONFIG
+                } else {
+                    kind
+                }),
+                name: name.unwrap_or("default"),
+            },
+            connection_secret: self
+                .write_connection_secret_to_ref
+                .as_ref()
+                .map(|s| (None, s.name.as_str())),
+        }
     }
 }
 
@@ -127,6 +223,25 @@ impl Reference {
     }
 }
 
+/// A reference to a ProviderConfig of a given kind (`ProviderConfig` in
+/// the resource's namespace, or `ClusterProviderConfig`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TypedReference {
+    /// Kind of the referenced object.
+    pub kind: String,
+    /// Name of the referenced object.
+    pub name: String,
+}
+
+impl TypedReference {
+    fn default_provider_config() -> Option<TypedReference> {
+        Some(TypedReference {
+            kind: CLUSTER_PROVIDER_CONFIG.into(),
+            name: "default".into(),
+        })
+    }
+}
+
 /// Policies for referencing.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Policy {
@@ -172,6 +287,13 @@ pub struct SecretReference {
     pub namespace: String,
 }
 
+/// A reference to a Secret in the managed resource's own namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LocalSecretReference {
+    /// Name of the secret.
+    pub name: String,
+}
+
 /// Where to publish connection details in an external secret store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -202,12 +324,26 @@ pub struct ConnectionSecretMetadata {
     pub type_: Option<String>,
 }
 
-/// The fields of `status` that the generic reconciler writes.
+/// The fields of `status` that the generic reconciler writes, in both
+/// generations. A schema that prunes `observedGeneration` or
+/// `lastHandledReconcileAt` (the reference CRDs) loses them; the
+/// reconciler then never counts their absence as a difference.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct ResourceStatus {
     /// Conditions of the resource.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// ObservedGeneration is the latest metadata.generation which resulted
+    /// in either a ready state, or stalled due to error it can not recover
+    /// from without human intervention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// LastHandledReconcileAt holds the value of the most recent reconcile
+    /// request value (the crossplane.io/reconcile-requested-at annotation)
+    /// that the controller handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
 }
 
 /// What the management policies allow, resolved once per reconcile
@@ -220,11 +356,11 @@ pub struct Policies {
 
 impl Policies {
     /// Checks the combination against those Crossplane supports.
-    pub fn resolve(spec: &ResourceSpec) -> Result<Policies, String> {
+    pub fn resolve(spec: &CommonSpec<'_>) -> Result<Policies, String> {
         use ManagementAction::*;
         let mut actions = spec
             .management_policies
-            .clone()
+            .map(<[ManagementAction]>::to_vec)
             .unwrap_or_else(|| vec![All]);
         actions.sort();
         actions.dedup();
@@ -290,12 +426,12 @@ mod tests {
     use ManagementAction::*;
 
     fn policies(actions: Option<Vec<ManagementAction>>, deletion: DeletionPolicy) -> Policies {
-        Policies::resolve(&ResourceSpec {
+        let spec = LegacyResourceSpec {
             management_policies: actions,
             deletion_policy: deletion,
-            ..ResourceSpec::default()
-        })
-        .unwrap()
+            ..LegacyResourceSpec::default()
+        };
+        Policies::resolve(&spec.common()).unwrap()
     }
 
     #[test]
@@ -318,31 +454,70 @@ mod tests {
     }
 
     #[test]
+    fn namespaced_orphans_by_leaving_delete_out() {
+        let spec = NamespacedResourceSpec {
+            management_policies: Some(vec![Observe, Create, Update, LateInitialize]),
+            ..NamespacedResourceSpec::default()
+        };
+        let p = Policies::resolve(&spec.common()).unwrap();
+        assert!(p.should_create() && !p.should_delete());
+        let p = Policies::resolve(&NamespacedResourceSpec::default().common()).unwrap();
+        assert!(p.should_delete());
+    }
+
+    #[test]
     fn unsupported_combinations_are_refused() {
-        let spec = ResourceSpec {
+        let spec = LegacyResourceSpec {
             management_policies: Some(vec![Create]),
-            ..ResourceSpec::default()
+            ..LegacyResourceSpec::default()
         };
         assert!(
-            Policies::resolve(&spec)
+            Policies::resolve(&spec.common())
                 .unwrap_err()
                 .contains("not a supported")
         );
     }
 
     #[test]
-    fn provider_config_name_falls_back() {
-        let mut spec = ResourceSpec::default();
-        assert_eq!(spec.provider_config_name(), "default");
+    fn legacy_provider_config_name_falls_back() {
+        let mut spec = LegacyResourceSpec::default();
+        assert_eq!(spec.common().config.name, "default");
         spec.provider_ref = Some(Reference {
             name: "old".into(),
             policy: None,
         });
-        assert_eq!(spec.provider_config_name(), "old");
+        assert_eq!(spec.common().config.name, "old");
         spec.provider_config_ref = Some(Reference {
             name: "new".into(),
             policy: None,
         });
-        assert_eq!(spec.provider_config_name(), "new");
+        assert_eq!(
+            spec.common().config,
+            ConfigRef {
+                kind: None,
+                name: "new"
+            }
+        );
+    }
+
+    #[test]
+    fn namespaced_provider_config_defaults_to_the_cluster_default() {
+        let spec = NamespacedResourceSpec::default();
+        assert_eq!(
+            spec.common().config,
+            ConfigRef {
+                kind: Some(CLUSTER_PROVIDER_CONFIG),
+                name: "default"
+            }
+        );
+        let spec: NamespacedResourceSpec = serde_json::from_value(serde_json::json!({
+            "providerConfigRef": {"kind": "ProviderConfig", "name": "team-a"},
+            "writeConnectionSecretToRef": {"name": "conn"},
+        }))
+        .unwrap();
+        let common = spec.common();
+        assert_eq!(common.config.kind, Some(PROVIDER_CONFIG));
+        assert_eq!(common.config.name, "team-a");
+        assert_eq!(common.connection_secret, Some((None, "conn")));
     }
 }

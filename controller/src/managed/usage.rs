@@ -1,8 +1,15 @@
-//! ProviderConfigUsage tracking: one usage object per managed resource,
-//! named by its UID and labelled with its ProviderConfig, so the
-//! ProviderConfig can count its users and refuse to go while it has any.
+//! ProviderConfigUsage tracking, as crossplane-runtime does it per
+//! generation: one usage object per managed resource, named by its UID,
+//! labelled with the ProviderConfig it uses and owned by the resource, so
+//! the ProviderConfig can count its users and refuse to go while it has
+//! any.
+//!
+//! - Legacy: a cluster-scoped usage, labelled `crossplane.io/provider-config`.
+//! - Namespaced: a usage in the resource's namespace (whichever kind of
+//!   config it uses), labelled `crossplane.io/provider-config` and
+//!   `crossplane.io/provider-config-kind`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -10,122 +17,215 @@ use kube::core::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 
-/// The label crossplane-runtime puts on usages.
-pub const PROVIDER_CONFIG_LABEL: &str = "crossplane.io/provider-config";
+use crate::api::Generation;
 
-/// The managed resource a usage points back to.
-#[derive(Clone, Debug)]
-pub struct ResourceRef {
-    pub api_version: String,
-    pub kind: String,
-    pub name: String,
-    pub uid: String,
-}
+use super::config::ConfigKey;
+use super::writer::{ObjectKey, Owner, Usage, WriteError};
+
+/// The label crossplane-runtime puts on usages: the config's name.
+pub const PROVIDER_CONFIG_LABEL: &str = "crossplane.io/provider-config";
+/// The label v2 usages add: the config's kind.
+pub const PROVIDER_CONFIG_KIND_LABEL: &str = "crossplane.io/provider-config-kind";
 
 /// A metadata-only cache of usages (names and labels are all we read).
 pub type UsageStore = Store<PartialObjectMeta<DynamicObject>>;
 
+/// The usage `owner` (a resource of `generation`) has of `config`.
+pub fn usage_of(generation: Generation, owner: &Owner, config: &ConfigKey) -> Usage {
+    let mut labels = BTreeMap::from([(PROVIDER_CONFIG_LABEL.to_owned(), config.name.clone())]);
+    let provider_config_ref = match generation {
+        Generation::Legacy => json!({ "name": config.name }),
+        Generation::Namespaced => {
+            labels.insert(PROVIDER_CONFIG_KIND_LABEL.to_owned(), config.kind.clone());
+            json!({ "kind": config.kind, "name": config.name })
+        }
+    };
+    Usage {
+        key: ObjectKey {
+            namespace: match generation {
+                Generation::Legacy => None,
+                Generation::Namespaced => owner.key.namespace.clone(),
+            },
+            name: owner.uid.clone(),
+        },
+        labels,
+        provider_config_ref,
+        owner: owner.clone(),
+    }
+}
+
+/// Usages in the control plane, with a cache so that steady state costs
+/// no request.
 pub struct UsageTracker {
-    api: Api<DynamicObject>,
+    client: kube::Client,
     resource: ApiResource,
     /// Usages as the watch sees them, when one runs (`run` mode).
     known: Option<UsageStore>,
     /// Usages this process has made sure of, for modes without a watch.
-    ensured: Mutex<HashSet<(String, String)>>,
+    ensured: Mutex<HashSet<(ObjectKey, BTreeMap<String, String>)>>,
 }
 
 impl UsageTracker {
     pub fn new(client: kube::Client, resource: ApiResource, known: Option<UsageStore>) -> Self {
         Self {
-            api: Api::all_with(client, &resource),
+            client,
             resource,
             known,
             ensured: Mutex::default(),
         }
     }
 
-    fn is_known(&self, uid: &str, provider_config: &str) -> bool {
-        let key = (uid.to_owned(), provider_config.to_owned());
-        if self.lock().contains(&key) {
+    fn api(&self, key: &ObjectKey) -> Api<DynamicObject> {
+        match &key.namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &self.resource),
+            None => Api::all_with(self.client.clone(), &self.resource),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(ObjectKey, BTreeMap<String, String>)>> {
+        self.ensured.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_known(&self, usage: &Usage) -> bool {
+        if self
+            .lock()
+            .contains(&(usage.key.clone(), usage.labels.clone()))
+        {
             return true;
         }
         let Some(store) = &self.known else {
             return false;
         };
-        let oref = ObjectRef::new_with(uid, self.resource.clone());
+        let mut oref = ObjectRef::new_with(&usage.key.name, self.resource.clone());
+        if let Some(ns) = &usage.key.namespace {
+            oref = oref.within(ns);
+        }
         store.get(&oref).is_some_and(|u| {
-            u.metadata
+            let labels = u.metadata.labels.as_ref();
+            usage
                 .labels
-                .as_ref()
-                .and_then(|l| l.get(PROVIDER_CONFIG_LABEL))
-                .is_some_and(|pc| pc == provider_config)
+                .iter()
+                .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
-        self.ensured.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Records that `owner` uses `provider_config`. No request when the
-    /// usage is already known to be right.
-    pub async fn track(
-        &self,
-        owner: &ResourceRef,
-        provider_config: &str,
-    ) -> Result<(), kube::Error> {
-        if self.is_known(&owner.uid, provider_config) {
+    /// Records that the owner uses the config. No request when the usage
+    /// is already known to be right.
+    pub async fn track(&self, usage: &Usage) -> Result<(), WriteError> {
+        if self.is_known(usage) {
             return Ok(());
         }
-        let usage = json!({
+        let owner = &usage.owner;
+        let object = json!({
             "apiVersion": self.resource.api_version,
             "kind": self.resource.kind,
             "metadata": {
-                "name": owner.uid,
-                "labels": { PROVIDER_CONFIG_LABEL: provider_config },
+                "name": usage.key.name,
+                "namespace": usage.key.namespace,
+                "labels": usage.labels,
                 "ownerReferences": [{
                     "apiVersion": owner.api_version,
                     "kind": owner.kind,
-                    "name": owner.name,
+                    "name": owner.key.name,
                     "uid": owner.uid,
                     "controller": true,
+                    "blockOwnerDeletion": true,
                 }],
             },
-            "providerConfigRef": { "name": provider_config },
+            "providerConfigRef": usage.provider_config_ref,
             "resourceRef": {
                 "apiVersion": owner.api_version,
                 "kind": owner.kind,
-                "name": owner.name,
+                "name": owner.key.name,
                 "uid": owner.uid,
             },
         });
-        let object: DynamicObject =
-            serde_json::from_value(usage.clone()).map_err(kube::Error::SerdeError)?;
-        match self.api.create(&PostParams::default(), &object).await {
+        let object: DynamicObject = serde_json::from_value(object)
+            .map_err(|e| WriteError::Failed(format!("cannot build a ProviderConfigUsage: {e}")))?;
+        let api = self.api(&usage.key);
+        match api.create(&PostParams::default(), &object).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.is_already_exists() => {
                 // It exists, perhaps for another ProviderConfig: make it ours.
                 let patch = json!({
-                    "metadata": { "labels": { PROVIDER_CONFIG_LABEL: provider_config } },
-                    "providerConfigRef": { "name": provider_config },
+                    "metadata": { "labels": usage.labels },
+                    "providerConfigRef": usage.provider_config_ref,
                 });
-                self.api
-                    .patch(&owner.uid, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?;
+                api.patch(
+                    &usage.key.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .map_err(|e| super::kube_writer::write_error("ProviderConfigUsage", e))?;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(super::kube_writer::write_error("ProviderConfigUsage", e)),
         }
         self.lock()
-            .insert((owner.uid.clone(), provider_config.to_owned()));
+            .insert((usage.key.clone(), usage.labels.clone()));
         Ok(())
     }
 
     /// Forgets the usage of a managed resource that is going away.
-    pub async fn release(&self, uid: &str) -> Result<(), kube::Error> {
-        self.lock().retain(|(u, _)| u != uid);
-        match self.api.delete(uid, &DeleteParams::default()).await {
+    pub async fn release(&self, key: &ObjectKey) -> Result<(), WriteError> {
+        self.lock().retain(|(k, _)| k != key);
+        match self
+            .api(key)
+            .delete(&key.name, &DeleteParams::default())
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
-            Err(e) => Err(e),
+            Err(e) => Err(super::kube_writer::write_error("ProviderConfigUsage", e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(namespace: Option<&str>) -> Owner {
+        Owner {
+            api_version: "iam.dummy.m.crossplane.io/v1alpha1".into(),
+            kind: "Robot".into(),
+            key: ObjectKey {
+                namespace: namespace.map(str::to_owned),
+                name: "r".into(),
+            },
+            uid: "u-1".into(),
+        }
+    }
+
+    #[test]
+    fn namespaced_usages_live_beside_the_resource_whatever_the_config_kind() {
+        let config = ConfigKey {
+            group: "dummy.m.crossplane.io".into(),
+            kind: "ClusterProviderConfig".into(),
+            namespace: None,
+            name: "default".into(),
+        };
+        let u = usage_of(Generation::Namespaced, &owner(Some("team-a")), &config);
+        assert_eq!(u.key.namespace.as_deref(), Some("team-a"));
+        assert_eq!(u.key.name, "u-1");
+        assert_eq!(
+            u.labels[PROVIDER_CONFIG_KIND_LABEL],
+            "ClusterProviderConfig"
+        );
+        assert_eq!(u.provider_config_ref["kind"], "ClusterProviderConfig");
+    }
+
+    #[test]
+    fn legacy_usages_are_cluster_scoped_with_one_label() {
+        let config = ConfigKey {
+            group: "dummy.crossplane.io".into(),
+            kind: "ProviderConfig".into(),
+            namespace: None,
+            name: "default".into(),
+        };
+        let u = usage_of(Generation::Legacy, &owner(None), &config);
+        assert_eq!(u.key.namespace, None);
+        assert_eq!(u.labels.len(), 1);
+        assert!(u.provider_config_ref.get("kind").is_none());
     }
 }

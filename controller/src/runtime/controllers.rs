@@ -1,6 +1,10 @@
-//! The watches and the two controllers of the long-lived service: Robots
-//! (through the generic managed reconciler) and ProviderConfigs (users count
-//! and in-use finalizer), fed by one ProviderConfig and one usage watch.
+//! The watches and controllers of the long-lived service:
+//! - per generation ([`run_generation`]): one watch per config kind (the
+//!   lookup caches, and the in-use controller of that kind) and one
+//!   metadata-only watch of the usages;
+//! - per managed kind ([`run_kind`]): its watch, which also feeds the
+//!   claims, and its controller through the generic reconciler, woken for
+//!   the resources that use a ProviderConfig whose spec changed.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -10,23 +14,28 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::core::{DynamicObject, PartialObjectMeta};
+use kube::core::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use tokio_util::sync::CancellationToken;
 
 use crate::managed::events::Events;
-use crate::managed::meta;
-use crate::managed::usage::PROVIDER_CONFIG_LABEL;
+use crate::managed::inuse::{ConfigKind, InUseReconciler};
+use crate::managed::kube_writer::KubeWriter;
+use crate::managed::reconciler::claim_of;
+use crate::managed::usage::{PROVIDER_CONFIG_KIND_LABEL, PROVIDER_CONFIG_LABEL};
 use crate::managed::{
-    ConfigLookup, Connector, Managed, ManagedSpec, ManagedStatus, ReconcileError, Reconciler,
-    ReconcilerConfig, SyncState,
+    ConfigKey, Connector, Managed, ManagedKind, ManagedSpec, ReconcileError, Reconciler,
+    ReconcilerConfig, conditions, meta,
 };
-use crate::providerconfig::{InUseReconciler, ProviderConfigObject};
-use crate::telemetry::{Metrics, ReconcileLabels};
+use crate::provider::{Deps, ProviderConfigObject};
+use crate::telemetry::{Check, KindLabels, Metrics, ReconcileLabels};
 
-use super::{Resources, Setup};
+use super::Setup;
+use super::registry::{GenerationShared, KindContext};
+
+type Mr<K> = Managed<<K as ManagedKind>::Spec, <K as ManagedKind>::Status>;
 
 /// Drops what the caches never read: managed fields and kubectl's copy of
 /// the last applied object are most of an object's size. Nothing is ever
@@ -69,12 +78,12 @@ fn managed_trigger<K: kube::Resource>(mr: &K) -> Option<u64> {
 /// being reconciled again.
 fn resuming_watcher<K>(
     api: Api<K>,
-    config: watcher::Config,
     rebuilds: tokio::sync::watch::Receiver<u64>,
 ) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + use<K>
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
+    let config = watcher::Config::default();
     let start = move || {
         watcher(api.clone(), config.clone())
             .default_backoff()
@@ -97,186 +106,310 @@ where
     )
 }
 
-/// Runs the Robot and ProviderConfig controllers until `stop`, then lets
-/// in-flight reconciles finish (bounded by --shutdown-timeout).
-pub(super) async fn run_controllers(
-    setup: &Arc<Setup>,
-    res: &Resources,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    let client = setup.client();
-    let wc = watcher::Config::default();
+/// The config a usage counts for, from its labels.
+fn config_of_usage(
+    u: &PartialObjectMeta<DynamicObject>,
+    kinds: &[(ConfigKind, ApiResource)],
+) -> Option<(ConfigKind, ObjectRef<ProviderConfigObject>)> {
+    let labels = u.metadata.labels.as_ref()?;
+    let name = labels.get(PROVIDER_CONFIG_LABEL)?;
+    let label_kind = labels.get(PROVIDER_CONFIG_KIND_LABEL).map(String::as_str);
+    let (kind, ar) = kinds.iter().find(|(k, _)| match label_kind {
+        Some(l) => k.kind == l,
+        // Legacy usages carry no kind: the generation has one config kind.
+        None => true,
+    })?;
+    let mut oref = ObjectRef::new_with(name, ar.clone());
+    if kind.namespaced
+        && let Some(ns) = &u.metadata.namespace
+    {
+        oref = oref.within(ns);
+    }
+    Some((*kind, oref))
+}
 
-    // Usages: names and labels only, shared by both controllers.
-    let usage_writer =
-        reflector::store::Writer::<PartialObjectMeta<DynamicObject>>::new(res.usage.clone());
-    let usage_store = usage_writer.as_reader();
-    let pc_ar = res.provider_config.clone();
-    let usage_triggers = resuming_watcher(
-        Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &res.usage),
-        wc.clone(),
+/// Runs a generation's config and usage watches and its in-use
+/// controllers until `stop`; the config caches are in the setup's
+/// directory meanwhile.
+pub(super) async fn run_generation(
+    setup: Arc<Setup>,
+    shared: Arc<GenerationShared>,
+    usage_writer: reflector::store::Writer<PartialObjectMeta<DynamicObject>>,
+    stop: CancellationToken,
+) {
+    let client = setup.client();
+    let family = shared.family;
+    let kinds: Vec<(ConfigKind, ApiResource)> = ConfigKind::of(shared.generation)
+        .iter()
+        .map(|k| (*k, k.api_resource(family)))
+        .collect();
+
+    // Usages: names and labels only; each wakes the in-use controller of
+    // the config it names.
+    let mut triggers = HashMap::new();
+    let mut receivers = HashMap::new();
+    for (kind, _) in &kinds {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        triggers.insert(kind.kind, tx);
+        receivers.insert(kind.kind, rx);
+    }
+    let usage_ar = ConfigKind::usage_resource(shared.generation, family);
+    let routing = kinds.clone();
+    let usages = resuming_watcher(
+        Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &usage_ar),
         setup.control_plane.rebuilds(),
     )
     .modify(slim)
     .reflect(usage_writer)
     .touched_objects()
-    .filter_map(move |u| {
-        let pc = u
-            .ok()
-            .and_then(|u| u.labels().get(PROVIDER_CONFIG_LABEL).cloned());
-        let pc_ar = pc_ar.clone();
-        async move { pc.map(|name| ObjectRef::new_with(&name, pc_ar)) }
+    .for_each(move |u| {
+        if let Ok(u) = u
+            && let Some((kind, oref)) = config_of_usage(&u, &routing)
+            && let Some(tx) = triggers.get(kind.kind)
+        {
+            let _ = tx.send(oref);
+        }
+        futures::future::ready(())
     });
 
-    // ProviderConfigs: one watch feeds the lookup cache, the in-use
-    // controller, and wakes the managed resources that use a config when
-    // its spec changes. Only the spec: the users count in its status changes
-    // with every resource created, and waking them all each time is
-    // quadratic.
-    let pc_writer =
-        reflector::store::Writer::<ProviderConfigObject>::new(res.provider_config.clone());
-    let pc_store = pc_writer.as_reader();
-    let (wake_tx, wake_robots) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let pc_stream = resuming_watcher(
-        Api::<ProviderConfigObject>::all_with(client.clone(), &res.provider_config),
-        wc.clone(),
-        setup.control_plane.rebuilds(),
-    )
-    .modify(slim)
-    .reflect(pc_writer)
-    .applied_objects()
-    .inspect_ok({
-        let seen = std::sync::Mutex::new(HashMap::<String, Option<i64>>::new());
-        move |pc| {
-            let name = pc.name_any();
+    // One waiter on the usage store's readiness, told to every in-use
+    // reconciler: the store's own future wakes only its last waiter.
+    let (listed_tx, listed) = tokio::sync::watch::channel(false);
+    let usages_store = shared.usages.clone();
+    let listing = async move {
+        if usages_store.wait_until_ready().await.is_ok() {
+            let _ = listed_tx.send(true);
+        }
+        futures::future::pending::<()>().await;
+    };
+    let mut controllers = Vec::new();
+    for (kind, ar) in kinds {
+        let writer = reflector::store::Writer::<ProviderConfigObject>::new(ar.clone());
+        let store = writer.as_reader();
+        setup.configs.insert(family, kind, store.clone());
+        // A spec change wakes the resources that use the config. Only the
+        // spec: the users count in its status changes with every resource
+        // created, and waking them all each time is quadratic.
+        let changes = shared.config_changes.clone();
+        let seen = std::sync::Mutex::new(HashMap::<ConfigKey, Option<i64>>::new());
+        let group = ar.group.clone();
+        let stream = resuming_watcher(
+            Api::<ProviderConfigObject>::all_with(client.clone(), &ar),
+            setup.control_plane.rebuilds(),
+        )
+        .modify(slim)
+        .reflect(writer)
+        .applied_objects()
+        .inspect_ok(move |pc| {
+            let key = ConfigKey {
+                group: group.clone(),
+                kind: kind.kind.to_owned(),
+                namespace: pc.namespace(),
+                name: pc.name_any(),
+            };
             let generation = pc.metadata.generation;
             let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-            if seen.insert(name.clone(), generation) != Some(generation) {
-                let _ = wake_tx.send(name);
-            }
-        }
-    });
-
-    let lookup_store = pc_store.clone();
-    let lookup_ar = res.provider_config.clone();
-    let configs: ConfigLookup<ProviderConfigObject> =
-        Arc::new(move |name: &str| lookup_store.get(&ObjectRef::new_with(name, lookup_ar.clone())));
-
-    // The managed kinds: Robots. Another kind is one more `managed_controller`.
-    let (robot_store, robots) = managed_controller(
-        setup.reconciler(res, configs, Some(usage_store.clone())),
-        client.clone(),
-        setup.control_plane.rebuilds(),
-        wake_robots,
-        setup.args.concurrency,
-        setup.metrics.clone(),
-        &stop,
-    );
-
-    let in_use = Arc::new(InUseReconciler::new(
-        client.clone(),
-        res.provider_config.clone(),
-        usage_store,
-        Events::new(client.clone(), &ReconcilerConfig::default().controller_name),
-    ));
-    let pcs = Controller::for_stream_with(pc_stream, pc_store, res.provider_config.clone())
-        // Usages arrive in bursts when many Robots are created: count once
-        // the burst settles rather than write the users count each time.
-        .reconcile_on(usage_triggers)
-        .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(reconcile_provider_config, pc_error_policy, in_use)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                log_controller_error(&e);
+            if seen.insert(key.clone(), generation) != Some(generation) {
+                let _ = changes.send(key);
             }
         });
-
-    // Ready once every cache has its first full list.
-    let health = setup.health.clone();
-    let metrics = setup.metrics.clone();
-    let readiness = async move {
-        let _ = robot_store.wait_until_ready().await;
-        health.set("watch", None);
-        tracing::info!(robots = robot_store.len(), "watch synced; reconciling");
-        loop {
-            metrics
-                .managed_resources
-                .set(i64::try_from(robot_store.len()).unwrap_or(i64::MAX));
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        }
-    };
-
-    tokio::select! {
-        _ = futures::future::join(robots, pcs) => {}
-        _ = readiness => {}
+        let in_use = Arc::new(InUseReconciler::<ProviderConfigObject>::new(
+            kind,
+            family,
+            client.clone(),
+            shared.usages.clone(),
+            listed.clone(),
+            Events::new(client.clone(), &ReconcilerConfig::default().controller_name),
+        ));
+        let usage_triggers = tokio_stream::wrappers::UnboundedReceiverStream::new(
+            receivers.remove(kind.kind).unwrap_or_else(|| {
+                // Every kind got a channel above; an empty one never fires.
+                tokio::sync::mpsc::unbounded_channel().1
+            }),
+        );
+        let controller = Controller::for_stream_with(stream, store, ar)
+            // Usages arrive in bursts when many resources are created:
+            // count once the burst settles rather than write each time.
+            .reconcile_on(usage_triggers)
+            .graceful_shutdown_on(stop.clone().cancelled_owned())
+            .run(reconcile_config, config_error_policy, in_use)
+            .for_each(|r| async move {
+                if let Err(e) = r {
+                    log_controller_error(&e);
+                }
+            });
+        controllers.push(controller);
     }
-    Ok(())
+    tokio::select! {
+        _ = futures::future::join_all(controllers) => {}
+        _ = usages => {}
+        _ = listing => {}
+    }
+    for kind in ConfigKind::of(shared.generation) {
+        setup.configs.remove(family, *kind);
+    }
 }
 
 /// What the controller of one managed kind reconciles with.
-struct ManagedContext<P: ManagedSpec, U: ManagedStatus, C: Connector<P, U>> {
-    reconciler: Reconciler<P, U, C>,
+struct KindState<K: ManagedKind> {
+    reconciler: Reconciler<K, KubeWriter>,
     metrics: Arc<Metrics>,
+    id: String,
 }
 
-/// The controller of one managed kind: a watch of its resources, woken
-/// also for every resource that uses a ProviderConfig named on `wake`.
-/// Returns its cache and the future that runs it until `stop`.
-fn managed_controller<P, U, C>(
-    reconciler: Reconciler<P, U, C>,
-    client: kube::Client,
-    rebuilds: tokio::sync::watch::Receiver<u64>,
-    wake: tokio::sync::mpsc::UnboundedReceiver<String>,
-    concurrency: u16,
-    metrics: Arc<Metrics>,
-    stop: &CancellationToken,
-) -> (
-    reflector::Store<Managed<P, U>>,
-    impl std::future::Future<Output = ()> + Send + use<P, U, C>,
-)
+/// Runs the controller of the managed kind `K` until `ctx.stop`.
+pub(super) async fn run_kind<K>(ctx: KindContext)
 where
-    P: ManagedSpec,
-    U: ManagedStatus,
-    C: Connector<P, U>,
+    K: ManagedKind<Deps = Deps>,
+    K::Connector: Connector<K::Spec, K::Status, Config = ProviderConfigObject>,
 {
-    let ar = reconciler.api_resource().clone();
-    let writer = reflector::store::Writer::<Managed<P, U>>::new(ar.clone());
+    let KindContext {
+        setup,
+        shared,
+        stop,
+    } = ctx;
+    let family = shared.family;
+    let client = setup.client();
+    let ar = K::api_resource(family);
+    let id = format!("{}.{}", K::KIND, ar.group);
+    setup
+        .health
+        .set(Check::Watch(id.clone()), Some("listing".into()));
+    let reconciler = Reconciler::<K, KubeWriter>::new(
+        family,
+        K::connector(&setup.deps),
+        setup.config_lookup(),
+        setup.claims.clone(),
+        KubeWriter::new(
+            client.clone(),
+            ar.clone(),
+            ConfigKind::usage_resource(K::GENERATION, family),
+            Some(shared.usages.clone()),
+            Events::new(client.clone(), &ReconcilerConfig::default().controller_name),
+        ),
+        setup.limiter.clone(),
+        setup.reconciler_config(),
+    )
+    .with_metrics(setup.metrics.managed.clone());
+    let gvk = reconciler.gvk().to_owned();
+
+    let writer = reflector::store::Writer::<Mr<K>>::new(ar.clone());
     let store = writer.as_reader();
+    let claims = setup.claims.clone();
+    let source = id.clone();
     let stream = resuming_watcher(
-        Api::<Managed<P, U>>::all_with(client, &ar),
-        watcher::Config::default(),
-        rebuilds,
+        Api::<Mr<K>>::all_with(client.clone(), &ar),
+        setup.control_plane.rebuilds(),
     )
     .modify(slim)
+    .map_ok(move |event| {
+        // Every resource's claim on its external name, as the watch sees it.
+        match &event {
+            watcher::Event::Apply(mr) | watcher::Event::InitApply(mr) => {
+                let (name, claimant) = claim_of::<K>(family, mr, &source);
+                claims.claim(K::EXTERNAL_SPACE, &name, claimant);
+            }
+            watcher::Event::Delete(mr) => claims.release(&mr.uid().unwrap_or_default()),
+            watcher::Event::Init => claims.begin_relist(&source),
+            watcher::Event::InitDone => claims.end_relist(&source),
+        }
+        event
+    })
     .reflect(writer)
     .applied_objects()
     .predicate_filter(managed_trigger, PredicateConfig::default());
+
     let wake_store = store.clone();
     let wake_ar = ar.clone();
-    let wake = tokio_stream::wrappers::UnboundedReceiverStream::new(wake).flat_map(move |pc| {
-        let refs: Vec<ObjectRef<Managed<P, U>>> = wake_store
-            .state()
-            .iter()
-            .filter(|mr| mr.spec.resource_spec().provider_config_name() == pc)
-            .map(|mr| ObjectRef::from_obj_with(mr.as_ref(), wake_ar.clone()))
-            .collect();
-        futures::stream::iter(refs)
-    });
-    let ctx = Arc::new(ManagedContext {
+    let wake = tokio_stream::wrappers::BroadcastStream::new(shared.config_changes.subscribe())
+        .filter_map(|k| futures::future::ready(k.ok()))
+        .flat_map(move |key: ConfigKey| {
+            let refs: Vec<ObjectRef<Mr<K>>> = wake_store
+                .state()
+                .iter()
+                .filter(|mr| {
+                    ConfigKey::resolve(
+                        K::GENERATION,
+                        family,
+                        mr.metadata.namespace.as_deref(),
+                        &mr.spec.common().config,
+                    )
+                    .is_ok_and(|k| k == key)
+                })
+                .map(|mr| ObjectRef::from_obj_with(mr.as_ref(), wake_ar.clone()))
+                .collect();
+            futures::stream::iter(refs)
+        });
+
+    let state = Arc::new(KindState {
         reconciler,
-        metrics,
+        metrics: setup.metrics.clone(),
+        id: id.clone(),
     });
     let run = Controller::for_stream_with(stream, store.clone(), ar)
-        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .with_config(ControllerConfig::default().concurrency(setup.args.concurrency))
         .reconcile_on(wake)
         .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(reconcile_managed, managed_error_policy, ctx)
+        .run(reconcile_managed::<K>, managed_error_policy::<K>, state)
         .for_each(|r| async move {
             if let Err(e) = r {
                 log_controller_error(&e);
             }
         });
-    (store, run)
+
+    // Ready once the cache has its first full list; the gauges follow it.
+    let health = setup.health.clone();
+    let metrics = setup.metrics.clone();
+    let gauge_id = id.clone();
+    let gauge_gvk = gvk.clone();
+    let readiness = async move {
+        let _ = store.wait_until_ready().await;
+        health.set(Check::Watch(gauge_id.clone()), None);
+        tracing::info!(kind = %gauge_id, resources = store.len(), "watch synced; reconciling");
+        loop {
+            let all = store.state();
+            let count = |t: &str| {
+                all.iter()
+                    .filter(|mr| {
+                        mr.status.as_ref().is_some_and(|s| {
+                            conditions::get(
+                                &crate::managed::ManagedStatus::resource_status(s).conditions,
+                                t,
+                            )
+                            .is_some_and(conditions::Condition::is_true)
+                        })
+                    })
+                    .count()
+            };
+            metrics.managed.set_state(
+                &gauge_gvk,
+                all.len(),
+                count(conditions::TYPE_READY),
+                count(conditions::TYPE_SYNCED),
+            );
+            metrics
+                .managed_resources
+                .get_or_create(&KindLabels {
+                    kind: gauge_id.clone(),
+                })
+                .set(i64::try_from(all.len()).unwrap_or(i64::MAX));
+            drop(all);
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    };
+    tokio::select! {
+        _ = run => {}
+        _ = readiness => {}
+    }
+    // The kind stopped (shutdown, or its CRD went away).
+    setup.health.clear(|c| *c == Check::Watch(id.clone()));
+    setup.claims.begin_relist(&id);
+    setup.claims.end_relist(&id);
+    setup.metrics.managed.forget_kind(&gvk);
+    setup
+        .metrics
+        .managed_resources
+        .remove(&KindLabels { kind: id });
 }
 
 fn log_controller_error<E: std::error::Error>(
@@ -292,33 +425,24 @@ fn log_controller_error<E: std::error::Error>(
     }
 }
 
-async fn reconcile_managed<P, U, C>(
-    mr: Arc<Managed<P, U>>,
-    ctx: Arc<ManagedContext<P, U, C>>,
-) -> Result<Action, ReconcileError>
-where
-    P: ManagedSpec,
-    U: ManagedStatus,
-    C: Connector<P, U>,
-{
+async fn reconcile_managed<K: ManagedKind>(
+    mr: Arc<Mr<K>>,
+    state: Arc<KindState<K>>,
+) -> Result<Action, ReconcileError> {
     let started = Instant::now();
-    let outcome = ctx.reconciler.reconcile(mr).await;
-    let result = match &outcome {
-        Ok(o) => match o.state {
-            SyncState::Synced => "synced",
-            SyncState::Paused => "paused",
-            SyncState::Failed => "failed",
-            SyncState::Done => "done",
-            SyncState::Stale => "stale",
-        },
-        Err(_) => "error",
+    let outcome = state.reconciler.reconcile(mr).await;
+    let (result, reason) = match &outcome {
+        Ok(o) => (o.state.as_str(), o.reason.map(|r| r.as_str()).unwrap_or("")),
+        Err(_) => ("error", "CannotUpdateManagedResource"),
     };
     let labels = ReconcileLabels {
-        kind: ctx.reconciler.api_resource().kind.clone(),
+        kind: state.id.clone(),
         result: result.into(),
+        reason: reason.into(),
     };
-    ctx.metrics.reconciles.get_or_create(&labels).inc();
-    ctx.metrics
+    state.metrics.reconciles.get_or_create(&labels).inc();
+    state
+        .metrics
         .reconcile_seconds
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
@@ -329,32 +453,31 @@ where
     })
 }
 
-fn managed_error_policy<P, U, C>(
-    mr: Arc<Managed<P, U>>,
+fn managed_error_policy<K: ManagedKind>(
+    mr: Arc<Mr<K>>,
     _: &ReconcileError,
-    ctx: Arc<ManagedContext<P, U, C>>,
-) -> Action
-where
-    P: ManagedSpec,
-    U: ManagedStatus,
-    C: Connector<P, U>,
-{
-    Action::requeue(ctx.reconciler.backoff(&mr.uid().unwrap_or_default()))
+    state: Arc<KindState<K>>,
+) -> Action {
+    Action::requeue(
+        state
+            .reconciler
+            .backoff(&mr.uid().unwrap_or_default(), true),
+    )
 }
 
-async fn reconcile_provider_config(
+async fn reconcile_config(
     pc: Arc<ProviderConfigObject>,
-    in_use: Arc<InUseReconciler>,
-) -> Result<Action, crate::providerconfig::Error> {
+    in_use: Arc<InUseReconciler<ProviderConfigObject>>,
+) -> Result<Action, crate::managed::inuse::Error> {
     let after = in_use.reconcile(pc).await?;
     // Usages wake us; the periodic look is a safety net after watch gaps.
     Ok(Action::requeue(after.unwrap_or(Duration::from_secs(300))))
 }
 
-fn pc_error_policy(
+fn config_error_policy(
     _: Arc<ProviderConfigObject>,
-    _: &crate::providerconfig::Error,
-    _: Arc<InUseReconciler>,
+    _: &crate::managed::inuse::Error,
+    _: Arc<InUseReconciler<ProviderConfigObject>>,
 ) -> Action {
     Action::requeue(Duration::from_secs(5))
 }
@@ -362,16 +485,17 @@ fn pc_error_policy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::Generation;
-    use crate::robot::{RobotObject, RobotSpec};
+    use crate::api::{Family, Generation};
+    use crate::kinds::robot::legacy::LegacyRobot;
+    use crate::managed::types::CLUSTER_PROVIDER_CONFIG;
 
-    fn robot(annotations: &[(&str, &str)], generation: i64) -> RobotObject {
-        let mut r = RobotObject::new(
+    fn robot(annotations: &[(&str, &str)], generation: i64) -> Mr<LegacyRobot> {
+        let mut r = Mr::<LegacyRobot>::new(
             "r",
-            &Resources::of(Generation::Crossplane).robot,
-            RobotSpec {
+            &LegacyRobot::api_resource(Family::Crossplane),
+            crate::kinds::robot::legacy::RobotSpec {
                 resource: Default::default(),
-                for_provider: crate::robot::RobotParameters {
+                for_provider: crate::kinds::robot::RobotParameters {
                     color: "red".into(),
                 },
             },
@@ -407,5 +531,46 @@ mod tests {
             managed_trigger(&base),
             managed_trigger(&robot(&[(meta::EXTERNAL_NAME, "r")], 1))
         );
+        // A reconcile request is a trigger: it asks for a reconcile now.
+        assert_ne!(
+            managed_trigger(&base),
+            managed_trigger(&robot(&[(meta::RECONCILE_REQUESTED_AT, "1")], 1))
+        );
+    }
+
+    #[test]
+    fn usages_wake_the_config_they_name() {
+        let family = Family::Crossplane;
+        let kinds: Vec<(ConfigKind, ApiResource)> = ConfigKind::of(Generation::Namespaced)
+            .iter()
+            .map(|k| (*k, k.api_resource(family)))
+            .collect();
+        let mut u: PartialObjectMeta<DynamicObject> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "dummy.m.crossplane.io/v1alpha1",
+            "kind": "ProviderConfigUsage",
+            "metadata": { "name": "u" },
+        }))
+        .unwrap();
+        u.metadata.namespace = Some("team-a".into());
+        u.metadata.labels = Some(
+            [
+                (PROVIDER_CONFIG_LABEL.to_owned(), "pc".to_owned()),
+                (
+                    PROVIDER_CONFIG_KIND_LABEL.to_owned(),
+                    "ProviderConfig".to_owned(),
+                ),
+            ]
+            .into(),
+        );
+        let (kind, oref) = config_of_usage(&u, &kinds).unwrap();
+        assert!(kind.namespaced);
+        assert_eq!(oref.namespace.as_deref(), Some("team-a"));
+        u.metadata.labels.as_mut().unwrap().insert(
+            PROVIDER_CONFIG_KIND_LABEL.to_owned(),
+            CLUSTER_PROVIDER_CONFIG.to_owned(),
+        );
+        let (kind, oref) = config_of_usage(&u, &kinds).unwrap();
+        assert!(!kind.namespaced);
+        assert_eq!(oref.namespace, None);
     }
 }

@@ -5,19 +5,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::cli::RunArgs;
+use crate::telemetry::Check;
 
+use super::Setup;
 use super::pass::{PassSummary, pass};
-use super::{EXIT_CONFIG, Setup};
+use super::registry::Registered;
 
 /// `lambda`: each invocation (a schedule tick, or any event) runs one pass
 /// and answers with its summary. Clients and credentials stay cached while
 /// the function is warm, re-read after --secret-refresh-interval.
-pub async fn lambda(args: RunArgs) -> ExitCode {
-    let setup = match Setup::new(args, Arc::default(), Arc::default()).await {
+pub async fn lambda(args: RunArgs, kinds: &'static [&'static dyn Registered]) -> ExitCode {
+    let setup = match Setup::new(args, kinds, Arc::default(), Arc::default()).await {
         Ok(s) => Arc::new(s),
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
-            return ExitCode::from(EXIT_CONFIG);
+            return ExitCode::from(e.exit_code());
         }
     };
     let last_refresh = Arc::new(tokio::sync::Mutex::new(Instant::now()));
@@ -37,13 +39,7 @@ pub async fn lambda(args: RunArgs) -> ExitCode {
                 }
                 let summary = match pass(&setup).await {
                     Ok(s) => s,
-                    Err(e)
-                        if setup
-                            .health
-                            .problems()
-                            .iter()
-                            .any(|p| p.starts_with("credentials")) =>
-                    {
+                    Err(e) if setup.health.failing(&Check::Credentials) => {
                         // Refused credentials: re-read them now and try once more.
                         tracing::warn!(error = %e, "pass failed with refused credentials; re-reading them");
                         setup.control_plane.refresh(true).await?;
@@ -52,7 +48,7 @@ pub async fn lambda(args: RunArgs) -> ExitCode {
                     Err(e) => return Err(e.into()),
                 };
                 tracing::info!(
-                    robots = summary.robots_seen,
+                    seen = summary.seen,
                     synced = summary.synced,
                     failed = summary.failed,
                     "pass complete"

@@ -1,5 +1,10 @@
 //! Leader election: only the holder of the Lease reconciles, and it steps
 //! down before the Lease could expire when it cannot confirm it.
+//!
+//! A leader that loses the Lease stops at once: its in-flight reconciles
+//! are abandoned, not drained (a drain of up to --shutdown-timeout would
+//! outlast the margin, and a stale leader could revert the new one's
+//! writes). On SIGTERM it drains, then releases the Lease.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,37 +12,51 @@ use std::time::{Duration, Instant};
 use kube::api::Api;
 use tokio_util::sync::CancellationToken;
 
+use crate::telemetry::Check;
+
+use super::Setup;
 use super::service::run_until;
-use super::{Resources, Setup};
+
+/// The shortest lease: its margin (a quarter) must leave time to notice.
+pub const MIN_LEASE: Duration = Duration::from_secs(4);
+
+/// A Lease holder identity that no other instance has: the hostname (or a
+/// name) for people, the PID, and a random part, since in a container the
+/// PID is 1 and hostnames repeat on some platforms.
+pub fn identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "robot-controller".into());
+    format!(
+        "{host}-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    )
+}
 
 /// Holds the Lease while reconciling; returns when leadership is lost or
 /// `stop` fires, having released the Lease.
-pub(super) async fn lead(
-    setup: &Arc<Setup>,
-    resources: &Resources,
-    stop: &CancellationToken,
-) -> Result<(), String> {
-    let secs = i64::try_from(setup.args.leader_election_duration.as_secs().max(2)).unwrap_or(15);
-    let identity = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .map(|h| format!("{h}-{}", std::process::id()))
-        .unwrap_or_else(|| format!("robot-controller-{}", rand::random::<u32>()));
+pub(super) async fn lead(setup: &Arc<Setup>, stop: &CancellationToken) -> Result<(), String> {
+    let duration = setup.args.leader_election_duration.max(MIN_LEASE);
+    let secs = duration.as_secs();
+    let identity = identity();
     let manager = kube_lease_manager::LeaseManagerBuilder::new(
         setup.client(),
         &setup.args.leader_election_name,
     )
     .with_namespace(&setup.args.leader_election_namespace)
     .with_identity(&identity)
-    .with_duration(secs.unsigned_abs())
+    .with_duration(secs)
     // Renew halfway through the lease, so that a renewal has time to be
     // seen by `confirm_leadership` before the lease could expire.
-    .with_grace((secs / 2).max(1).unsigned_abs())
+    .with_grace((secs / 2).max(1))
     .build()
     .await
     .map_err(|e| format!("cannot use Lease {}: {e}", setup.args.leader_election_name))?;
     let (mut leader, task) = manager.watch().await;
-    setup.health.set("watch", None);
+    // A standby is ready: it is doing its job, which is to wait.
+    setup.health.set(Check::Crds, None);
     tracing::info!(identity, "waiting for leadership");
     loop {
         if *leader.borrow_and_update() {
@@ -58,18 +77,19 @@ pub(super) async fn lead(
     }
     tracing::info!(identity, "leading");
     setup.metrics.leader.set(1);
-    let term = stop.child_token();
-    let lost = {
-        let term = term.clone();
+    // Cancelled the moment leadership is lost or cannot be confirmed.
+    let lost = CancellationToken::new();
+    let watching = {
+        let lost = lost.clone();
         let mut leader = leader.clone();
         tokio::spawn(async move {
             while leader.changed().await.is_ok() {
                 if !*leader.borrow_and_update() {
-                    tracing::warn!("leadership lost; stopping reconciles");
+                    tracing::warn!("leadership lost; stopping reconciles at once");
                     break;
                 }
             }
-            term.cancel();
+            lost.cancel();
         })
     };
     let confirming = tokio::spawn(confirm_leadership(
@@ -77,44 +97,45 @@ pub(super) async fn lead(
         setup.args.leader_election_namespace.clone(),
         setup.args.leader_election_name.clone(),
         identity.clone(),
-        Duration::from_secs(secs.unsigned_abs()),
-        term.clone(),
+        duration,
+        lost.clone(),
     ));
-    let stepped_down = {
-        let term = term.clone();
-        let metrics = setup.metrics.clone();
-        tokio::spawn(async move {
-            term.cancelled().await;
-            metrics.leader.set(0);
-        })
-    };
-    let result = run_until(setup, resources, term.clone()).await;
-    term.cancel();
-    lost.abort();
-    confirming.abort();
-    let _ = stepped_down.await;
+    tokio::select! {
+        () = run_until(setup, stop.clone()) => {}
+        // Dropping the service aborts everything it runs, in-flight
+        // reconciles included.
+        () = lost.cancelled() => {}
+    }
     setup.metrics.leader.set(0);
+    // An aborted service cleans nothing up: its kinds' checks go here.
+    setup
+        .health
+        .clear(|c| matches!(c, Check::Watch(_) | Check::Waiting(_)));
+    lost.cancel();
+    watching.abort();
+    confirming.abort();
     drop(leader);
     // Dropping the channel releases the Lease, so a standby takes over now
     // rather than after the lease expires.
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-    result.map_err(|e| e.to_string())
+    Ok(())
 }
 
-/// Cancels `term` (stepping down) unless the Lease can be confirmed as ours
+/// Cancels `lost` (stepping down) unless the Lease can be confirmed as ours
 /// in time. The lease manager reports a lost lease only once it can read
 /// the Lease again, so a leader cut off from the control plane would go on
 /// reconciling from its stale caches after the standby took over, undoing
 /// the new leader's work. The Lease is valid until its renewTime plus its
 /// duration; this steps down a quarter of the duration before that, and
 /// renewals happen at half the duration, leaving a quarter to see them.
+/// No wait (a check, a request) runs past that deadline.
 async fn confirm_leadership(
     client: kube::Client,
     namespace: String,
     name: String,
     identity: String,
     duration: Duration,
-    term: CancellationToken,
+    lost: CancellationToken,
 ) {
     use k8s_openapi::api::coordination::v1::Lease;
     let leases: Api<Lease> = Api::namespaced(client, &namespace);
@@ -123,11 +144,13 @@ async fn confirm_leadership(
     // Just acquired: renewed a moment ago.
     let mut valid_until = Instant::now() + duration - margin;
     loop {
+        let left = valid_until.saturating_duration_since(Instant::now());
         tokio::select! {
-            _ = term.cancelled() => return,
-            _ = tokio::time::sleep(check) => {}
+            _ = lost.cancelled() => return,
+            _ = tokio::time::sleep(check.min(left)) => {}
         }
-        match tokio::time::timeout(check, leases.get_opt(&name)).await {
+        let left = valid_until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(check.min(left), leases.get_opt(&name)).await {
             Ok(Ok(Some(lease))) => {
                 let spec = lease.spec.unwrap_or_default();
                 if spec.holder_identity.as_deref() != Some(identity.as_str()) {
@@ -160,5 +183,18 @@ async fn confirm_leadership(
             break;
         }
     }
-    term.cancel();
+    lost.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_differ_even_with_one_hostname_and_pid() {
+        let a = identity();
+        let b = identity();
+        assert_ne!(a, b);
+        assert!(a.contains(&format!("-{}-", std::process::id())), "{a}");
+    }
 }

@@ -1,30 +1,34 @@
 //! How the process runs: a long-lived service (watches, optional leader
-//! election, health endpoints), one pass over every Robot (`once`), or a
-//! Lambda handler. The only module that knows which; all three reconcile
-//! through the same [`Reconciler`], built here by [`Setup`].
+//! election, health endpoints), one pass over every managed resource
+//! (`once`), or a Lambda handler. The only module that knows which; all
+//! three reconcile through the same [`Reconciler`](crate::managed::Reconciler),
+//! for every kind of the list it is given (it names none itself).
 //!
 //! - [`service`]: `run`, the long-lived service, and its shutdown.
 //! - [`leader`]: leader election around the service.
-//! - [`controllers`]: the watches and the Robot and ProviderConfig
-//!   controllers the service runs.
-//! - [`pass`]: one pass over every Robot (`once`, each Lambda invocation).
+//! - [`supervisor`]: which kinds the control plane serves; starts each
+//!   kind's controller when its CRD appears, stops it when it goes.
+//! - [`controllers`]: the watches and controllers of one generation and
+//!   of one kind.
+//! - [`registry`]: a managed kind as a registered, type-erased unit.
+//! - [`pass`]: one pass over everything (`once`, each Lambda invocation).
 //! - [`lambda`]: the Lambda handler.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
 
-use kube::core::{ApiResource, GroupVersionKind};
-use tokio_util::sync::CancellationToken;
+use kube::core::ApiResource;
+use kube::runtime::reflector::{ObjectRef, Store};
 
+use crate::api::{Family, Generation};
 use crate::cli::{RunArgs, ServerAuth};
-use crate::crd::Generation;
 use crate::endpoints::AllowedEndpoints;
-use crate::kubeclient::{ControlPlane, KubeconfigSource, LoadError};
-use crate::managed::usage::{UsageStore, UsageTracker};
-use crate::managed::{ConfigLookup, Reconciler, ReconcilerConfig};
-use crate::providerconfig::ProviderConfigObject;
+use crate::kubeclient::{ConnectOptions, ControlPlane, KubeconfigSource, LoadError};
+use crate::managed::claims::Claims;
+use crate::managed::inuse::ConfigKind;
+use crate::managed::{ConfigKey, ConfigLookup, ReconcilerConfig};
+use crate::provider::{Deps, ProviderConfigObject};
 use crate::ratelimit::RateLimiter;
-use crate::robot::{RobotConnector, RobotSpec, RobotStatus};
 use crate::serverauth::{BearerToken, TokenError};
 use crate::telemetry::{Health, Metrics};
 
@@ -32,11 +36,14 @@ mod controllers;
 mod lambda;
 mod leader;
 mod pass;
+pub mod registry;
 mod service;
+mod supervisor;
 
 pub use lambda::lambda;
 pub use pass::{PassSummary, once, pass};
-pub use service::run;
+pub use registry::{Kind, Registered};
+pub use service::{run, serve};
 
 /// Exit status for a configuration error found at start-up.
 pub const EXIT_CONFIG: u8 = 2;
@@ -53,42 +60,67 @@ pub enum StartError {
     AllowedEndpoints(String),
     #[error("{0}")]
     Flags(String),
+    /// Transient trouble that outlasted --start-timeout: exit 1.
+    #[error("{0} (still failing after --start-timeout)")]
+    Unavailable(String),
 }
 
-type RobotReconciler = Reconciler<RobotSpec, RobotStatus, RobotConnector>;
-
-/// The resources of one API generation.
-#[derive(Clone, Debug)]
-pub struct Resources {
-    pub generation: Generation,
-    pub robot: ApiResource,
-    pub provider_config: ApiResource,
-    pub usage: ApiResource,
-}
-
-impl Resources {
-    pub fn of(generation: Generation) -> Self {
-        let ar = |group: &str, kind: &str, plural: &str| {
-            ApiResource::from_gvk_with_plural(
-                &GroupVersionKind::gvk(group, "v1alpha1", kind),
-                plural,
-            )
-        };
-        Self {
-            generation,
-            robot: ar(generation.robot_group(), "Robot", "robots"),
-            provider_config: ar(
-                generation.provider_group(),
-                "ProviderConfig",
-                "providerconfigs",
-            ),
-            usage: ar(
-                generation.provider_group(),
-                "ProviderConfigUsage",
-                "providerconfigusages",
-            ),
+impl StartError {
+    /// The exit status: 2 for a configuration that cannot work, 1 for
+    /// trouble that may pass.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Unavailable(_) => 1,
+            _ => EXIT_CONFIG,
         }
     }
+}
+
+/// The ProviderConfig caches of every running generation, so that any
+/// kind can look up any config (claims compare configs across kinds).
+#[derive(Default)]
+pub struct ConfigDirectory {
+    stores: RwLock<HashMap<ConfigKindKey, (ApiResource, Store<ProviderConfigObject>)>>,
+}
+
+/// A config kind by group and kind name.
+type ConfigKindKey = (String, &'static str);
+
+impl ConfigDirectory {
+    fn insert(&self, family: Family, kind: ConfigKind, store: Store<ProviderConfigObject>) {
+        let ar = kind.api_resource(family);
+        self.stores
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((ar.group.clone(), kind.kind), (ar, store));
+    }
+
+    fn remove(&self, family: Family, kind: ConfigKind) {
+        let ar = kind.api_resource(family);
+        self.stores
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(ar.group, kind.kind));
+    }
+
+    pub fn get(&self, key: &ConfigKey) -> Option<Arc<ProviderConfigObject>> {
+        let stores = self.stores.read().unwrap_or_else(|p| p.into_inner());
+        let (ar, store) = stores.get(&(key.group.clone(), kind_name(&key.kind)?))?;
+        let mut oref = ObjectRef::new_with(&key.name, ar.clone());
+        if let Some(ns) = &key.namespace {
+            oref = oref.within(ns);
+        }
+        store.get(&oref)
+    }
+}
+
+/// The static name of a config kind.
+fn kind_name(kind: &str) -> Option<&'static str> {
+    Generation::ALL
+        .iter()
+        .flat_map(|g| ConfigKind::of(*g))
+        .map(|k| k.kind)
+        .find(|k| *k == kind)
 }
 
 /// Everything the three modes share, built once at start.
@@ -97,27 +129,61 @@ pub struct Setup {
     pub control_plane: Arc<ControlPlane>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    /// The managed kinds to serve.
+    pub kinds: &'static [&'static dyn Registered],
     token: Option<Arc<BearerToken>>,
-    /// Per-server credentials (`--server-auth gcp-id-token`).
-    authorizer: Option<Arc<dyn robot_api::Authorizer>>,
-    http: reqwest::Client,
-    allowed: Arc<AllowedEndpoints>,
+    deps: Deps,
     limiter: Arc<RateLimiter>,
+    claims: Arc<Claims>,
+    configs: Arc<ConfigDirectory>,
 }
 
 impl Setup {
     pub async fn new(
         args: RunArgs,
+        kinds: &'static [&'static dyn Registered],
         metrics: Arc<Metrics>,
         health: Arc<Health>,
     ) -> Result<Self, StartError> {
-        let allowed = AllowedEndpoints::parse(&args.allowed_endpoints)
+        let allowed = AllowedEndpoints::parse(args.allowed_endpoints.as_deref())
             .map_err(StartError::AllowedEndpoints)?;
+        if allowed.allows_any() {
+            // The one server credential must only go where it belongs.
+            if args.server_auth() != ServerAuth::None {
+                return Err(StartError::AllowedEndpoints(
+                    "'*' cannot be used with --server-auth bearer or gcp-id-token: the server \
+                     credential would go to whatever URL a ProviderConfig names; list the \
+                     robot servers instead"
+                        .into(),
+                ));
+            }
+            tracing::warn!(
+                "--allowed-endpoints '*': any ProviderConfig can aim the controller at any \
+                 address it can reach; list the robot servers instead"
+            );
+        }
         let mut authorizer: Option<Arc<dyn robot_api::Authorizer>> = None;
         let token = match (args.server_auth(), &args.server_token_source) {
             (ServerAuth::Bearer, Some(uri)) => {
-                let source = crate::source::parse(uri).map_err(|e| StartError::Token(e.into()))?;
-                Some(Arc::new(BearerToken::load(source).await?))
+                crate::source::parse(uri).map_err(|e| StartError::Token(e.into()))?;
+                let token = retrying(
+                    args.start_timeout,
+                    "the robot server token",
+                    TokenError::is_transient,
+                    || async {
+                        let source = crate::source::parse(uri).map_err(TokenError::from)?;
+                        BearerToken::load(source).await
+                    },
+                )
+                .await
+                .map_err(|(e, transient)| {
+                    if transient {
+                        StartError::Unavailable(format!("robot server token: {e}"))
+                    } else {
+                        StartError::Token(e)
+                    }
+                })?;
+                Some(Arc::new(token))
             }
             (ServerAuth::Bearer, None) => {
                 return Err(StartError::Flags(
@@ -137,103 +203,66 @@ impl Setup {
             }
             (ServerAuth::None, _) => None,
         };
-        let source =
-            KubeconfigSource::parse(args.kubeconfig_source.as_deref()).map_err(LoadError::from)?;
-        let control_plane = ControlPlane::connect(source, metrics.clone(), health.clone()).await?;
-        Ok(Self {
+        let options = ConnectOptions {
+            permissions: args.kubeconfig_permissions(),
+            upbound_token_source: args.upbound_token_source.clone(),
+            upbound_auth_endpoint: args.upbound_auth_endpoint.clone(),
+            refresh_interval: args.secret_refresh_interval,
+            request_timeout: args.kube_timeout,
+            write_timeout: if args.leader_election {
+                // Nothing of ours may still be in flight when a Lease we
+                // stopped confirming can expire (see leader.rs).
+                args.kube_timeout
+                    .min(args.leader_election_duration / 4)
+                    .max(std::time::Duration::from_millis(500))
+            } else {
+                args.kube_timeout
+            },
+        };
+        let control_plane = connect_retrying(&args, options, &metrics, &health).await?;
+        let deps = Deps {
             http: robot_api::http_client(args.server_timeout),
-            limiter: Arc::new(RateLimiter::per_second(args.max_reconcile_rate)),
+            auth: token.as_ref().map(|t| t.header()),
+            authorizer,
             allowed: Arc::new(allowed),
+            refused: token.as_ref().map(|t| t.refused.clone()),
+        };
+        Ok(Self {
+            limiter: Arc::new(RateLimiter::per_second(args.max_reconcile_rate)),
             args,
             control_plane,
             metrics,
             health,
+            kinds,
             token,
-            authorizer,
+            deps,
+            claims: Arc::default(),
+            configs: Arc::default(),
         })
     }
 
-    fn client(&self) -> kube::Client {
+    pub fn client(&self) -> kube::Client {
         self.control_plane.client()
     }
 
-    /// Which API generation the control plane serves (or the forced one,
-    /// checked). `Ok(None)`: neither is installed yet.
-    pub async fn discover(&self) -> Result<Option<Generation>, kube::Error> {
-        let groups = self.client().list_api_groups().await?;
-        let served = |g: Generation| {
-            groups.groups.iter().any(|x| x.name == g.robot_group())
-                && groups.groups.iter().any(|x| x.name == g.provider_group())
-        };
-        if let Some(forced) = self.args.api_group.forced() {
-            return Ok(served(forced).then_some(forced));
-        }
-        let found: Vec<Generation> = Generation::ALL.into_iter().filter(|g| served(*g)).collect();
-        if found.len() > 1 {
-            tracing::warn!(
-                "the control plane serves both dummy.crossplane.io and dummy.upbound.io; \
-                 reconciling dummy.crossplane.io (choose with --api-group)"
-            );
-        }
-        Ok(found.first().copied())
-    }
-
-    /// Waits until the control plane serves the provider's CRDs.
-    async fn wait_for_crds(&self, stop: &CancellationToken) -> Option<Generation> {
-        let mut delay = Duration::from_secs(1);
-        loop {
-            match self.discover().await {
-                Ok(Some(g)) => {
-                    self.health.set("crds", None);
-                    return Some(g);
-                }
-                Ok(None) => self.health.set(
-                    "crds",
-                    Some("the control plane serves no provider-dummy CRDs (Robot, ProviderConfig) yet".into()),
-                ),
-                Err(e) => self
-                    .health
-                    .set("crds", Some(format!("cannot list the control plane's API groups: {e}"))),
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return None,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(30));
+    /// The reconciler's knobs, from the flags.
+    fn reconciler_config(&self) -> ReconcilerConfig {
+        ReconcilerConfig {
+            poll_interval: self.args.poll_interval,
+            min_poll_interval: self.args.min_poll_interval,
+            backoff_max: self.args.max_backoff,
+            ..ReconcilerConfig::default()
         }
     }
 
-    fn reconciler(
-        &self,
-        resources: &Resources,
-        configs: ConfigLookup<ProviderConfigObject>,
-        usages: Option<UsageStore>,
-    ) -> RobotReconciler {
-        let connector = RobotConnector::new(
-            self.http.clone(),
-            self.token.as_ref().map(|t| t.header()),
-            self.allowed.clone(),
-            self.token.as_ref().map(|t| t.refused.clone()),
-        )
-        .with_authorizer(self.authorizer.clone());
-        Reconciler::new(
-            self.client(),
-            resources.robot.clone(),
-            connector,
-            configs,
-            format!("ProviderConfig.{}", resources.generation.provider_group()),
-            UsageTracker::new(self.client(), resources.usage.clone(), usages),
-            self.limiter.clone(),
-            ReconcilerConfig {
-                poll_interval: self.args.poll_interval,
-                backoff_max: self.args.max_backoff,
-                ..ReconcilerConfig::default()
-            },
-        )
+    /// Looks configs up in the running generations' caches.
+    fn config_lookup(&self) -> ConfigLookup<ProviderConfigObject> {
+        let configs = self.configs.clone();
+        Arc::new(move |key: &ConfigKey| configs.get(key))
     }
 
     /// Starts the background refreshers of credentials.
-    fn keep_credentials_fresh(&self, stop: &CancellationToken) {
+    fn keep_credentials_fresh(&self, stop: &tokio_util::sync::CancellationToken) {
         tokio::spawn(
             self.control_plane
                 .clone()
@@ -246,5 +275,193 @@ impl Setup {
                     .keep_fresh(self.args.secret_refresh_interval, stop.clone()),
             );
         }
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or `timeout` has
+/// passed, backing off from 1 s: a Secrets Manager blip at start-up is not
+/// a bad configuration.
+async fn retrying<T, E, F, Fut>(
+    timeout: std::time::Duration,
+    what: &str,
+    transient: impl Fn(&E) -> bool,
+    mut attempt: F,
+) -> Result<T, (E, bool)>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = std::time::Duration::from_secs(1);
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if transient(&e) => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    return Err((e, true));
+                }
+                tracing::warn!(error = %e, "cannot read {what} yet; retrying");
+                tokio::time::sleep(delay.min(left)).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(30));
+            }
+            Err(e) => return Err((e, false)),
+        }
+    }
+}
+
+/// Connects, retrying transient failures of the source for --start-timeout.
+async fn connect_retrying(
+    args: &RunArgs,
+    options: ConnectOptions,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+) -> Result<Arc<ControlPlane>, StartError> {
+    let source =
+        || KubeconfigSource::parse(args.kubeconfig_source.as_deref()).map_err(LoadError::from);
+    source()?;
+    retrying(
+        args.start_timeout,
+        "the kubeconfig",
+        LoadError::is_transient,
+        || async {
+            ControlPlane::connect(source()?, options.clone(), metrics.clone(), health.clone()).await
+        },
+    )
+    .await
+    .map_err(|(e, transient)| {
+        if transient {
+            StartError::Unavailable(e.to_string())
+        } else {
+            e.into()
+        }
+    })
+}
+
+/// What discovery found: the `(group, plural)` pairs the control plane
+/// serves at our version, among the groups the provider could use.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Served(BTreeSet<(String, String)>);
+
+impl Served {
+    pub fn has(&self, ar: &ApiResource) -> bool {
+        self.0.contains(&(ar.group.clone(), ar.plural.clone()))
+    }
+
+    /// Whether a generation's config and usage kinds are all served.
+    pub fn has_generation(&self, generation: Generation, family: Family) -> bool {
+        ConfigKind::of(generation)
+            .iter()
+            .all(|k| self.has(&k.api_resource(family)))
+            && self.has(&ConfigKind::usage_resource(generation, family))
+    }
+
+    /// The family to serve `generation` in: the forced one if served, else
+    /// the first served (with a warning when both are).
+    pub fn family_for(&self, generation: Generation, forced: Option<Family>) -> Option<Family> {
+        if let Some(f) = forced {
+            return self.has_generation(generation, f).then_some(f);
+        }
+        let found: Vec<Family> = Family::ALL
+            .into_iter()
+            .filter(|f| self.has_generation(generation, *f))
+            .collect();
+        found.first().copied()
+    }
+
+    #[cfg(test)]
+    pub fn of(pairs: &[(&str, &str)]) -> Self {
+        Self(
+            pairs
+                .iter()
+                .map(|(g, p)| (g.to_string(), p.to_string()))
+                .collect(),
+        )
+    }
+}
+
+/// Asks the control plane's discovery which of the provider's groups and
+/// resources it serves.
+pub async fn discover(client: &kube::Client) -> Result<Served, kube::Error> {
+    let groups = client.list_api_groups().await?;
+    let mut served = BTreeSet::new();
+    let ours: BTreeSet<String> = Generation::ALL
+        .iter()
+        .flat_map(|g| {
+            Family::ALL.into_iter().flat_map(move |f| {
+                [g.provider_group(f), g.managed_group("", f)]
+                    .into_iter()
+                    .map(|s| s.trim_start_matches('.').to_owned())
+            })
+        })
+        .collect();
+    for group in &groups.groups {
+        let relevant = ours
+            .iter()
+            .any(|o| group.name == *o || group.name.ends_with(&format!(".{o}")));
+        if !relevant {
+            continue;
+        }
+        if !group
+            .versions
+            .iter()
+            .any(|v| v.version == crate::api::VERSION)
+        {
+            continue;
+        }
+        let list = match client
+            .list_api_group_resources(&format!("{}/{}", group.name, crate::api::VERSION))
+            .await
+        {
+            Ok(l) => l,
+            // A group going away between the two calls.
+            Err(kube::Error::Api(s)) if s.is_not_found() => continue,
+            Err(e) => return Err(e),
+        };
+        for r in list.resources {
+            if !r.name.contains('/') {
+                served.insert((group.name.clone(), r.name));
+            }
+        }
+    }
+    Ok(Served(served))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generation_is_served_when_its_config_and_usage_kinds_are() {
+        let legacy = [
+            ("dummy.crossplane.io", "providerconfigs"),
+            ("dummy.crossplane.io", "providerconfigusages"),
+        ];
+        let served = Served::of(&legacy);
+        assert_eq!(
+            served.family_for(Generation::Legacy, None),
+            Some(Family::Crossplane)
+        );
+        assert_eq!(served.family_for(Generation::Namespaced, None), None);
+        assert_eq!(
+            served.family_for(Generation::Legacy, Some(Family::Upbound)),
+            None
+        );
+        // v2 needs both config kinds and the usage kind.
+        let partial = Served::of(&[
+            ("dummy.m.upbound.io", "providerconfigs"),
+            ("dummy.m.upbound.io", "providerconfigusages"),
+        ]);
+        assert_eq!(partial.family_for(Generation::Namespaced, None), None);
+        let full = Served::of(&[
+            ("dummy.m.upbound.io", "providerconfigs"),
+            ("dummy.m.upbound.io", "clusterproviderconfigs"),
+            ("dummy.m.upbound.io", "providerconfigusages"),
+        ]);
+        assert_eq!(
+            full.family_for(Generation::Namespaced, None),
+            Some(Family::Upbound)
+        );
     }
 }

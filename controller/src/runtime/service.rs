@@ -1,5 +1,5 @@
 //! `run`: the long-lived service. Serves health and metrics, keeps the
-//! credentials fresh, waits for the CRDs, then runs the controllers (under
+//! credentials fresh, then serves the kinds the control plane has (under
 //! leader election when asked) until SIGTERM or Ctrl-C.
 
 use std::process::ExitCode;
@@ -9,27 +9,38 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
-use crate::telemetry::{Health, Metrics};
+use crate::telemetry::{Check, Health, Metrics};
 
-use super::controllers::run_controllers;
+use super::Setup;
 use super::leader::lead;
-use super::{EXIT_CONFIG, Resources, Setup};
+use super::registry::Registered;
+use super::supervisor::supervise;
 
-/// `run`: the long-lived service.
-pub async fn run(args: RunArgs) -> ExitCode {
+/// `run`: the long-lived service, until SIGTERM or Ctrl-C.
+pub async fn run(args: RunArgs, kinds: &'static [&'static dyn Registered]) -> ExitCode {
+    let stop = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(stop.clone()));
+    serve(args, kinds, stop).await
+}
+
+/// The long-lived service until `stop` (in-process, for tests and
+/// embedding).
+pub async fn serve(
+    args: RunArgs,
+    kinds: &'static [&'static dyn Registered],
+    stop: CancellationToken,
+) -> ExitCode {
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
-    health.set("watch", Some("starting".into()));
-    let setup = match Setup::new(args, metrics.clone(), health.clone()).await {
+    health.set(Check::Crds, Some("starting".into()));
+    let setup = match Setup::new(args, kinds, metrics.clone(), health.clone()).await {
         Ok(s) => Arc::new(s),
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
-            return ExitCode::from(EXIT_CONFIG);
+            return ExitCode::from(e.exit_code());
         }
     };
-    let stop = CancellationToken::new();
     let exit = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(stop.clone()));
     let addr = setup.args.health_addr();
     let serving = {
         let exit = exit.clone();
@@ -47,22 +58,16 @@ pub async fn run(args: RunArgs) -> ExitCode {
         "robot-controller starting"
     );
 
-    while !stop.is_cancelled() {
-        let Some(generation) = setup.wait_for_crds(&stop).await else {
-            break;
-        };
-        let resources = Resources::of(generation);
-        if !setup.args.leader_election {
-            if let Err(e) = run_until(&setup, &resources, stop.clone()).await {
-                tracing::error!(error = %e, "controllers stopped");
-            }
-            break;
-        }
-        if let Err(e) = lead(&setup, &resources, &stop).await {
-            tracing::warn!(error = %e, "leader election failed; retrying");
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+    if !setup.args.leader_election {
+        run_until(&setup, stop.clone()).await;
+    } else {
+        while !stop.is_cancelled() {
+            if let Err(e) = lead(&setup, &stop).await {
+                tracing::warn!(error = %e, "leader election failed; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
             }
         }
     }
@@ -72,25 +77,20 @@ pub async fn run(args: RunArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Runs the controllers until `stop`; then in-flight reconciles get
-/// --shutdown-timeout to finish. One stuck on a control plane that does not
-/// answer (its requests have no timeout) is abandoned, as a crash would
-/// abandon it, which the reconciler is built to survive; waiting for it
-/// would outlive the platform's grace period and end in SIGKILL anyway.
-pub(super) async fn run_until(
-    setup: &Arc<Setup>,
-    resources: &Resources,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
+/// Serves the kinds until `stop`; then in-flight reconciles get
+/// --shutdown-timeout to finish. One stuck past that is abandoned, as a
+/// crash would abandon it, which the reconciler is built to survive;
+/// waiting for it would outlive the platform's grace period and end in
+/// SIGKILL anyway.
+pub(super) async fn run_until(setup: &Arc<Setup>, stop: CancellationToken) {
     let shutdown_timeout = setup.args.shutdown_timeout;
     tokio::select! {
-        result = run_controllers(setup, resources, stop.clone()) => result,
+        () = supervise(setup, stop.clone()) => {}
         () = async {
             stop.cancelled().await;
             tokio::time::sleep(shutdown_timeout).await;
         } => {
             tracing::warn!("in-flight reconciles did not finish within --shutdown-timeout; abandoned");
-            Ok(())
         }
     }
 }

@@ -33,7 +33,7 @@ use crate::support::{CONVERGE, Controller, Env, condition};
 const FAST: &[&str] = &["--poll-interval", "2s", "--max-backoff", "2s"];
 
 /// Prints one line of the fault table.
-pub fn report(fault: &str, happened: &str, recovery: Duration) {
+pub(crate) fn report(fault: &str, happened: &str, recovery: Duration) {
     eprintln!(
         "fault report | {fault} | {happened} | recovered in {:.1}s",
         recovery.as_secs_f64()
@@ -231,7 +231,12 @@ fn kubeconfig_via(env: &Env, proxy: &FaultProxy) -> PathBuf {
 }
 
 fn controller_via(env: &Env, proxy: &FaultProxy, args: &[&str]) -> Controller {
-    Controller::spawn(&kubeconfig_via(env, proxy), env.dir.path(), "run", args)
+    Controller::spawn(
+        &kubeconfig_via(env, proxy),
+        env.dir.path(),
+        "run",
+        &env.with_allowlist(args),
+    )
 }
 
 /// The message of a Robot's Synced condition once it is False.
@@ -281,7 +286,7 @@ async fn server_killed_then_restarted_with_its_state_file_and_empty() {
     let state_arg = state.to_str().expect("utf-8 path");
     let mut env = Env::start_with(
         CrdSet::Ours,
-        robot_controller::crd::Generation::Crossplane,
+        robot_controller::api::Family::Crossplane,
         &["--state-file", state_arg],
     )
     .await;
@@ -922,7 +927,7 @@ async fn credentials_rotated_and_revoked_while_robots_change() {
     std::fs::write(&server_token, "server-token-one").expect("token");
     let mut env = Env::start_with(
         CrdSet::Ours,
-        robot_controller::crd::Generation::Crossplane,
+        robot_controller::api::Family::Crossplane,
         &[
             "--state-file",
             state.to_str().expect("path"),
@@ -1048,7 +1053,12 @@ impl Interrupted {
                 if meta::has_finalizer(&r.metadata, meta::FINALIZER) && !held.contains_key(&name) {
                     self.deletes.insert(name);
                 }
-            } else if meta::create_incomplete(&r.metadata) {
+            } else if meta::has_finalizer(&r.metadata, meta::FINALIZER)
+                && r.status
+                    .as_ref()
+                    .is_none_or(|s| s.resource.conditions.is_empty())
+            {
+                // Finalized for a create whose result was never recorded.
                 self.creates.insert(name);
             } else if held.get(&name) == Some(&r.spec.for_provider.color)
                 && condition(r, "Synced")

@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use robot_api::Robot;
+use robot_controller::api::Family;
 use robot_controller::managed::meta;
 use serde_json::json;
 use testenv::faultproxy::{Answer, FaultProxy};
 use testenv::process::free_port;
-use testenv::wait_for;
+use testenv::{CrdSet, wait_for};
 
 use crate::faults::{held, wait_converged};
 use crate::support::{CONVERGE, Env, condition};
@@ -147,7 +148,9 @@ async fn an_external_name_the_server_cannot_take_is_a_clear_error() {
 
 #[tokio::test]
 async fn unusable_endpoints_fail_clearly_and_send_nothing_astray() {
-    let env = Env::start().await;
+    // The reference CRDs, whose schema lets any string through: what
+    // reaches the controller is refused there too.
+    let env = Env::start_with(CrdSet::Crossplane, Family::Crossplane, &[]).await;
     // Whatever reaches this one went where it must not: it counts
     // connections, and forwards to the real server so a wrong request
     // would even succeed.
@@ -215,7 +218,11 @@ async fn unusable_endpoints_fail_clearly_and_send_nothing_astray() {
         ));
     }
 
-    let mut controller = env.controller(FAST);
+    // Any endpoint passes the allowlist here: what is checked is that each
+    // is refused anyway, before anything is sent.
+    let mut args = FAST.to_vec();
+    args.extend(["--allowed-endpoints", "*"]);
+    let mut controller = env.controller(&args);
     controller.wait_ready().await;
     for (name, endpoint, _) in &cases {
         env.provider_config(name, endpoint).await;
@@ -272,6 +279,39 @@ async fn unusable_endpoints_fail_clearly_and_send_nothing_astray() {
     );
 }
 
+#[tokio::test]
+async fn our_crds_refuse_endpoints_that_are_not_http_urls() {
+    let env = Env::start().await;
+    let api = env.dynamic(&env.res.provider_config);
+    for bad in [
+        "this is not a URL",
+        "ftp://127.0.0.1/",
+        "file:///etc/passwd",
+        "   ",
+        "http://",
+        "http://a b",
+    ] {
+        let pc: kube::core::DynamicObject = serde_json::from_value(json!({
+            "apiVersion": env.res.provider_config.api_version,
+            "kind": "ProviderConfig",
+            "metadata": { "name": "bad" },
+            "spec": { "endpoint": bad },
+        }))
+        .unwrap();
+        let e = api
+            .create(&kube::api::PostParams::default(), &pc)
+            .await
+            .expect_err(bad);
+        assert!(
+            matches!(&e, kube::Error::Api(s) if s.code == 422 && s.message.contains("spec.endpoint")),
+            "{bad:?}: {e}"
+        );
+    }
+    for good in ["http://robots.internal:9090", "https://r.example/api"] {
+        env.provider_config("good", good).await;
+    }
+}
+
 async fn healthz(controller: &crate::support::Controller) -> (u16, String) {
     let addr = controller.health;
     tokio::task::spawn_blocking(move || {
@@ -295,6 +335,8 @@ async fn a_404_from_something_else_never_reads_as_robot_gone() {
         "<html><body><h1>404 Not Found</h1></body></html>",
     ))
     .expect("a web server that is not a robot server");
+    // Allowed: what is tested is how its 404 is read.
+    env.allow(&html.http_url());
     let mut controller = env.controller(FAST);
     controller.wait_ready().await;
     let wrong = [

@@ -118,10 +118,14 @@ fn announced_env(log: &str) -> Vec<(String, String)> {
 
 /// The controller as Lambda runs a package's `bootstrap`: no arguments,
 /// configured by environment only.
-fn start_function(emulator: &Emulator, dir: &Path, env: &[(&str, &str)]) -> ChildProcess {
-    let log = dir.join(format!("function-{}.log", emulator.port));
+fn start_function(emulator: &Emulator, test_env: &Env, env: &[(&str, &str)]) -> ChildProcess {
+    let log = test_env
+        .dir
+        .path()
+        .join(format!("function-{}.log", emulator.port));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_robot-controller"));
     cmd.envs(emulator.function_env.iter().map(|(k, v)| (k, v)))
+        .env("ROBOT_CONTROLLER_ALLOWED_ENDPOINTS", test_env.server.url())
         .env("ROBOT_CONTROLLER_LOG_FORMAT", "text")
         .env("ROBOT_CONTROLLER_LOG", "info,robot_controller=debug")
         .envs(env.iter().copied());
@@ -147,7 +151,7 @@ async fn each_invocation_is_one_pass_and_a_warm_one_reuses_the_loaded_kubeconfig
     let emulator = Emulator::start(env.dir.path()).await;
     let mut function = start_function(
         &emulator,
-        env.dir.path(),
+        &env,
         &[("ROBOT_CONTROLLER_KUBECONFIG_SOURCE", &kubeconfig_source)],
     );
 
@@ -156,7 +160,7 @@ async fn each_invocation_is_one_pass_and_a_warm_one_reuses_the_loaded_kubeconfig
         .invoke(SCHEDULE_EVENT)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(function.log_path(), 40)));
-    assert_eq!(summary_field(&first, "robots_seen"), 2, "{first}");
+    assert_eq!(summary_field(&first, "seen"), 2, "{first}");
     assert_eq!(summary_field(&first, "synced"), 2, "{first}");
     assert_eq!(summary_field(&first, "failed"), 0, "{first}");
     summary_field(&first, "duration_ms");
@@ -180,7 +184,7 @@ async fn each_invocation_is_one_pass_and_a_warm_one_reuses_the_loaded_kubeconfig
         .invoke(SCHEDULE_EVENT)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(function.log_path(), 40)));
-    assert_eq!(summary_field(&second, "robots_seen"), 2, "{second}");
+    assert_eq!(summary_field(&second, "seen"), 2, "{second}");
     assert_eq!(summary_field(&second, "synced"), 2, "{second}");
     assert_eq!(
         env.server_robot("lambda-a").await.map(|r| r.color),
@@ -207,7 +211,7 @@ async fn a_warm_invocation_after_a_credential_rotation_re_reads_the_kubeconfig()
     let emulator = Emulator::start(env.dir.path()).await;
     let function = start_function(
         &emulator,
-        env.dir.path(),
+        &env,
         // Long enough that only the control plane's 401 makes it re-read.
         &[
             ("ROBOT_CONTROLLER_KUBECONFIG_SOURCE", &kubeconfig_source),

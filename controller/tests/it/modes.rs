@@ -3,14 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use robot_controller::crd::Generation;
+use robot_controller::api::Family;
 use serde_json::json;
 use testenv::{CrdSet, wait_for};
 
 use crate::support::{CONVERGE, Env};
 
-async fn converges_against(crds: CrdSet, generation: Generation) {
-    let env = Env::start_with(crds, generation, &[]).await;
+async fn converges_against(crds: CrdSet, family: Family) {
+    let env = Env::start_with(crds, family, &[]).await;
     // No --api-group: the controller finds the generation by discovery.
     let mut controller = env.controller(&[]);
     controller.wait_ready().await;
@@ -26,12 +26,12 @@ async fn converges_against(crds: CrdSet, generation: Generation) {
 
 #[tokio::test]
 async fn works_against_the_crossplane_io_reference_crds() {
-    converges_against(CrdSet::Crossplane, Generation::Crossplane).await;
+    converges_against(CrdSet::Crossplane, Family::Crossplane).await;
 }
 
 #[tokio::test]
 async fn works_against_the_upbound_io_reference_crds() {
-    converges_against(CrdSet::Upbound, Generation::Upbound).await;
+    converges_against(CrdSet::Upbound, Family::Upbound).await;
 }
 
 #[tokio::test]
@@ -150,7 +150,7 @@ async fn two_hundred_robots_converge() {
 
 #[tokio::test]
 async fn tokens_never_reach_the_output() {
-    let env = Env::start_with(CrdSet::Ours, Generation::Crossplane, &[]).await;
+    let env = Env::start_with(CrdSet::Ours, Family::Crossplane, &[]).await;
     let server_token = "srv-token-5ecret-xyz";
     let token_file = env.dir.path().join("server-token");
     std::fs::write(&token_file, server_token).unwrap();

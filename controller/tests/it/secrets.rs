@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use kube::Api;
 use robot_api::{AuthHeader, RobotClient};
-use robot_controller::crd::Generation;
+use robot_controller::api::Family;
 use serde_json::{Value, json};
 use testenv::process::{ChildProcess, free_port, log_tail};
 use testenv::{CrdSet, wait_for};
@@ -30,12 +30,12 @@ const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const REGION: &str = "us-east-1";
 
 /// Environment variables for a child process.
-type Vars = Vec<(String, String)>;
+pub(crate) type Vars = Vec<(String, String)>;
 
 // ---------------------------------------------------------------- moto
 
 /// moto's server on a free loopback port: AWS Secrets Manager (and IAM).
-struct Moto {
+pub(crate) struct Moto {
     _process: ChildProcess,
     url: String,
     client: aws_sdk_secretsmanager::Client,
@@ -44,7 +44,7 @@ struct Moto {
 }
 
 impl Moto {
-    async fn start() -> Moto {
+    pub(crate) async fn start() -> Moto {
         Self::start_with(&[]).await
     }
 
@@ -98,7 +98,7 @@ impl Moto {
 
     /// What the controller needs to talk to this moto, and nothing from
     /// the machine's own AWS set-up.
-    fn controller_env(&self) -> Vars {
+    pub(crate) fn controller_env(&self) -> Vars {
         [
             ("AWS_ENDPOINT_URL", self.url.as_str()),
             ("AWS_ACCESS_KEY_ID", "testing"),
@@ -113,7 +113,7 @@ impl Moto {
         .collect()
     }
 
-    async fn create(&self, name: &str, value: &str) {
+    pub(crate) async fn create(&self, name: &str, value: &str) {
         self.client
             .create_secret()
             .name(name)
@@ -126,7 +126,7 @@ impl Moto {
     /// Rotation as AWS's rotation Lambdas do it: the new value goes in as
     /// AWSPENDING, then AWSCURRENT moves to it (and the old version
     /// becomes AWSPREVIOUS).
-    async fn rotate(&self, name: &str, value: &str) {
+    pub(crate) async fn rotate(&self, name: &str, value: &str) {
         let old = self
             .client
             .describe_secret()
@@ -191,7 +191,7 @@ impl Moto {
 // -------------------------------------------------------------- drongo
 
 /// drongo's server on a free loopback port: Google Secret Manager's REST API.
-struct Drongo {
+pub(crate) struct Drongo {
     _process: ChildProcess,
     url: String,
     http: reqwest::Client,
@@ -199,7 +199,7 @@ struct Drongo {
 }
 
 impl Drongo {
-    async fn start() -> Drongo {
+    pub(crate) async fn start() -> Drongo {
         let bin = tokio::task::spawn_blocking(|| testenv::python::GCP.ensure())
             .await
             .unwrap()
@@ -251,7 +251,7 @@ impl Drongo {
     }
 
     /// Creates `projects/p1/secrets/<id>`.
-    async fn create(&self, id: &str) {
+    pub(crate) async fn create(&self, id: &str) {
         self.post(
             &format!("projects/p1/secrets?secretId={id}"),
             json!({ "replication": { "automatic": {} } }),
@@ -260,7 +260,7 @@ impl Drongo {
     }
 
     /// Adds a version holding `data`; returns its number.
-    async fn add_version(&self, id: &str, data: &str) -> String {
+    pub(crate) async fn add_version(&self, id: &str, data: &str) -> String {
         let v = self
             .post(
                 &format!("projects/p1/secrets/{id}:addVersion"),
@@ -275,7 +275,7 @@ impl Drongo {
     }
 
     /// Disables a version: `latest` moves off it and reading it fails.
-    async fn disable(&self, id: &str, version: &str) {
+    pub(crate) async fn disable(&self, id: &str, version: &str) {
         self.post(
             &format!("projects/p1/secrets/{id}/versions/{version}:disable"),
             json!({}),
@@ -283,7 +283,7 @@ impl Drongo {
         .await;
     }
 
-    fn controller_env(&self) -> Vars {
+    pub(crate) fn controller_env(&self) -> Vars {
         vec![(
             "ROBOT_CONTROLLER_GCP_SECRETMANAGER_ENDPOINT".into(),
             self.url.clone(),
@@ -370,7 +370,7 @@ async fn fake_metadata_server(jwt: String, seen: Seen) -> (String, tokio::task::
     serve(app).await
 }
 
-async fn serve(app: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
+pub(crate) async fn serve(app: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
@@ -411,11 +411,14 @@ fn google_id_token(audience: &str) -> String {
 /// A long-running controller with its own environment (the shared
 /// support spawner passes none).
 /// `robot-controller once` with `args` and `env`: exit code and output.
-async fn once(args: &[&str], env: &[(String, String)]) -> (Option<i32>, String) {
+pub(crate) async fn once(args: &[&str], env: &[(String, String)]) -> (Option<i32>, String) {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_robot-controller"));
-    cmd.arg("once")
-        .args(args)
-        .env_remove("KUBECONFIG")
+    cmd.arg("once").args(args);
+    // The allowlist is checked first; these tests are about the sources.
+    if !args.contains(&"--allowed-endpoints") {
+        cmd.args(["--allowed-endpoints", "http://127.0.0.1:9"]);
+    }
+    cmd.env_remove("KUBECONFIG")
         .env("ROBOT_CONTROLLER_LOG_FORMAT", "text")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .kill_on_drop(true);
@@ -446,8 +449,12 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 /// A fresh token-like string no output may ever contain.
-fn distinctive(label: &str) -> String {
-    format!("{label}-{:016x}", rand::random::<u64>())
+pub(crate) fn distinctive(label: &str) -> String {
+    format!(
+        "{label}-{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
 }
 
 /// A robot client that authenticates with `token` (the test's own view
@@ -467,7 +474,7 @@ async fn all_events(env: &Env) -> String {
 
 /// Asserts none of `secrets` is in the controller's log, metrics,
 /// /readyz or the control plane's Events.
-async fn assert_never_shown(controller: &Controller, env: &Env, secrets: &[&str]) {
+pub(crate) async fn assert_never_shown(controller: &Controller, env: &Env, secrets: &[&str]) {
     let log = controller.log();
     let metrics = controller.get("/metrics").await.unwrap_or_default().1;
     let readyz = controller.get("/readyz").await.unwrap_or_default().1;
@@ -585,7 +592,7 @@ impl TokenServer {
         std::fs::write(&token_file, &token_a).unwrap();
         let env = Env::start_with(
             CrdSet::Ours,
-            Generation::Crossplane,
+            Family::Crossplane,
             &["--auth-token-file", token_file.to_str().unwrap()],
         )
         .await;
@@ -700,14 +707,14 @@ async fn aws_secrets_manager_kubeconfig_and_server_token_with_rotation() {
     let mut controller = Controller::spawn_with(
         stack.env.dir.path(),
         "run",
-        &[
+        &stack.env.with_allowlist(&[
             "--kubeconfig-source",
             kubeconfig_uri,
             "--server-token-source",
             "aws-secretsmanager://robot/server?region=us-east-1&jsonKey=token",
             "--log-filter",
             "trace",
-        ],
+        ]),
         &moto.controller_env(),
     );
     controller.wait_ready().await;
@@ -729,14 +736,14 @@ async fn gcp_secret_manager_kubeconfig_and_server_token_with_rotation() {
     let mut controller = Controller::spawn_with(
         stack.env.dir.path(),
         "run",
-        &[
+        &stack.env.with_allowlist(&[
             "--kubeconfig-source",
             kubeconfig_uri,
             "--server-token-source",
             "gcp-secretmanager://projects/p1/secrets/server-token/versions/latest",
             "--log-filter",
             "trace",
-        ],
+        ]),
         &drongo.controller_env(),
     );
     controller.wait_ready().await;
@@ -760,7 +767,7 @@ async fn gcp_id_tokens_reach_the_robot_server() {
     std::fs::write(&token_file, "not-yet").unwrap();
     let mut env = Env::start_with(
         CrdSet::Ours,
-        Generation::Crossplane,
+        Family::Crossplane,
         &["--auth-token-file", token_file.to_str().unwrap()],
     )
     .await;
@@ -780,21 +787,23 @@ async fn gcp_id_tokens_reach_the_robot_server() {
 
     // Without the ID token the server refuses: once exits 1.
     env.create_robot("first", "red", json!({})).await;
-    let (code, log) = once(&["--kubeconfig-source", &kubeconfig], &[]).await;
+    let args = env.with_allowlist(&["--kubeconfig-source", &kubeconfig]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, log) = once(&args, &[]).await;
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("refused our credentials"), "{log}");
 
     let mut controller = Controller::spawn_with(
         env.dir.path(),
         "run",
-        &[
+        &env.with_allowlist(&[
             "--kubeconfig-source",
             &kubeconfig,
             "--server-auth",
             "gcp-id-token",
             "--log-filter",
             "trace",
-        ],
+        ]),
         &[("GCE_METADATA_HOST".into(), metadata_host)],
     );
     controller.wait_ready().await;
@@ -960,9 +969,18 @@ async fn bad_sources_fail_at_start_up_with_one_clear_error() {
         ),
     ];
     for (flag, uri, env, needle) in cases {
-        let (code, output) = once(&[flag, uri], &env).await;
+        let (code, output) = once(&[flag, uri, "--start-timeout", "2s"], &env).await;
         let errors: Vec<&str> = output.lines().filter(|l| l.contains("ERROR")).collect();
-        assert_eq!(code, Some(2), "{uri}: {output}");
+        // What may pass is retried, then exit 1; what cannot, exit 2 at once.
+        let transient = needle.starts_with("cannot reach");
+        assert_eq!(code, Some(if transient { 1 } else { 2 }), "{uri}: {output}");
+        if transient {
+            assert!(
+                output.contains("retrying")
+                    && output.contains("still failing after --start-timeout"),
+                "{output}"
+            );
+        }
         assert_eq!(errors.len(), 1, "{uri}: one error: {output}");
         assert!(errors[0].contains(uri), "{uri}: names the source: {output}");
         assert!(

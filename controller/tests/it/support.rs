@@ -10,11 +10,14 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Event;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::ApiResource;
 use kube::core::DynamicObject;
 use robot_api::{Robot, RobotClient};
-use robot_controller::crd::Generation;
-use robot_controller::robot::RobotObject;
-use robot_controller::runtime::Resources;
+use robot_controller::api::{Family, Generation};
+use robot_controller::kinds::robot::legacy::{LegacyRobot, RobotObject};
+use robot_controller::kinds::robot::namespaced::{self, NamespacedRobot};
+use robot_controller::managed::ManagedKind;
+use robot_controller::managed::inuse::ConfigKind;
 use serde_json::{Value, json};
 use testenv::process::{ChildProcess, free_port, log_tail};
 use testenv::{ControlPlane, CrdSet, Options, RobotServer, wait_for};
@@ -22,21 +25,64 @@ use testenv::{ControlPlane, CrdSet, Options, RobotServer, wait_for};
 /// Generous bounds: the machine may be busy with other tests.
 pub const CONVERGE: Duration = Duration::from_secs(60);
 
+/// The resources of one group family, both generations.
+#[derive(Clone, Debug)]
+pub struct Resources {
+    pub family: Family,
+    /// Legacy: Robot, ProviderConfig, ProviderConfigUsage (cluster-scoped).
+    pub robot: ApiResource,
+    pub provider_config: ApiResource,
+    pub usage: ApiResource,
+    /// Namespaced (v2): Robot, ProviderConfig, ClusterProviderConfig,
+    /// ProviderConfigUsage.
+    pub ns_robot: ApiResource,
+    pub ns_provider_config: ApiResource,
+    pub cluster_provider_config: ApiResource,
+    pub ns_usage: ApiResource,
+}
+
+impl Resources {
+    pub fn of(family: Family) -> Self {
+        let [legacy_pc] = ConfigKind::of(Generation::Legacy) else {
+            unreachable!("one legacy config kind")
+        };
+        let [pc, cpc] = ConfigKind::of(Generation::Namespaced) else {
+            unreachable!("two namespaced config kinds")
+        };
+        Self {
+            family,
+            robot: LegacyRobot::api_resource(family),
+            provider_config: legacy_pc.api_resource(family),
+            usage: ConfigKind::usage_resource(Generation::Legacy, family),
+            ns_robot: NamespacedRobot::api_resource(family),
+            ns_provider_config: pc.api_resource(family),
+            cluster_provider_config: cpc.api_resource(family),
+            ns_usage: ConfigKind::usage_resource(Generation::Namespaced, family),
+        }
+    }
+}
+
+/// A namespaced (v2) Robot.
+pub type NsRobot = namespaced::RobotObject;
+
 pub struct Env {
     pub cp: ControlPlane,
     pub server: RobotServer,
     pub admin: kube::Client,
     pub res: Resources,
     pub dir: tempfile::TempDir,
+    /// Endpoints ProviderConfigs were pointed at (fault proxies, a second
+    /// server): the controllers this environment starts may call them.
+    pub endpoints: std::sync::Mutex<Vec<String>>,
 }
 
 impl Env {
     /// Our CRDs, a robot server, and a ProviderConfig `default` for it.
     pub async fn start() -> Env {
-        Self::start_with(CrdSet::Ours, Generation::Crossplane, &[]).await
+        Self::start_with(CrdSet::Ours, Family::Crossplane, &[]).await
     }
 
-    pub async fn start_with(crds: CrdSet, generation: Generation, server_args: &[&str]) -> Env {
+    pub async fn start_with(crds: CrdSet, family: Family, server_args: &[&str]) -> Env {
         testenv::install_crypto_provider();
         let cp = ControlPlane::start(Options {
             crds,
@@ -47,24 +93,201 @@ impl Env {
         let server = RobotServer::start(server_args)
             .await
             .expect("robot server starts");
+        let env = Self::with_control_plane(cp, server, Resources::of(family)).await;
+        // A Crossplane v2 control plane: the namespaced generation too,
+        // with the ClusterProviderConfig its Robots default to.
+        if matches!(crds, CrdSet::Ours | CrdSet::OursUpbound) {
+            env.cluster_provider_config("default", env.server.url())
+                .await;
+        }
+        env
+    }
+
+    /// An environment around a control plane and server started elsewhere
+    /// (with options of their own), with a ProviderConfig `default` and,
+    /// when the CRDs are there, a ClusterProviderConfig `default`.
+    pub async fn with_control_plane(cp: ControlPlane, server: RobotServer, res: Resources) -> Env {
         let admin = cp.admin_client().await.expect("admin client");
         let env = Env {
             cp,
             server,
             admin,
-            res: Resources::of(generation),
+            res,
             dir: tempfile::tempdir().expect("temp dir"),
+            endpoints: Default::default(),
         };
         env.provider_config("default", env.server.url()).await;
+        let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+            Api::all(env.admin.clone());
+        let v2 = format!(
+            "{}.{}",
+            env.res.cluster_provider_config.plural, env.res.cluster_provider_config.group
+        );
+        if crds.get_opt(&v2).await.ok().flatten().is_some() {
+            env.cluster_provider_config("default", env.server.url())
+                .await;
+        }
         env
     }
 
-    pub fn group(&self) -> &'static str {
-        self.res.generation.provider_group()
+    /// Applies an object of `ar` (server-side apply, as admin).
+    pub async fn apply(&self, ar: &ApiResource, namespace: Option<&str>, object: Value) {
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let api = match namespace {
+            Some(ns) => Api::<DynamicObject>::namespaced_with(self.admin.clone(), ns, ar),
+            None => Api::all_with(self.admin.clone(), ar),
+        };
+        api.patch(
+            &name,
+            &PatchParams::apply("robot-tests").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {} {name}: {e}", ar.kind));
+    }
+
+    /// Creates a namespace (no-op when it exists).
+    pub async fn namespace(&self, name: &str) {
+        let ar = ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&());
+        self.apply(
+            &ar,
+            None,
+            json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name } }),
+        )
+        .await;
+    }
+
+    /// Lets the controllers started from now on call `endpoint`.
+    pub fn allow(&self, endpoint: &str) {
+        let mut e = self.endpoints.lock().unwrap();
+        if !e.iter().any(|x| x == endpoint) {
+            e.push(endpoint.to_owned());
+        }
+    }
+
+    /// Creates or updates a ClusterProviderConfig (v2).
+    pub async fn cluster_provider_config(&self, name: &str, endpoint: &str) {
+        self.allow(endpoint);
+        let ar = self.res.cluster_provider_config.clone();
+        self.apply(
+            &ar,
+            None,
+            json!({
+                "apiVersion": ar.api_version,
+                "kind": "ClusterProviderConfig",
+                "metadata": { "name": name },
+                "spec": { "endpoint": endpoint },
+            }),
+        )
+        .await;
+    }
+
+    /// Creates or updates a namespaced ProviderConfig (v2).
+    pub async fn ns_provider_config(&self, namespace: &str, name: &str, endpoint: &str) {
+        self.allow(endpoint);
+        let ar = self.res.ns_provider_config.clone();
+        self.apply(
+            &ar,
+            Some(namespace),
+            json!({
+                "apiVersion": ar.api_version,
+                "kind": "ProviderConfig",
+                "metadata": { "name": name, "namespace": namespace },
+                "spec": { "endpoint": endpoint },
+            }),
+        )
+        .await;
+    }
+
+    pub fn ns_robots(&self, namespace: &str) -> Api<NsRobot> {
+        Api::namespaced_with(self.admin.clone(), namespace, &self.res.ns_robot)
+    }
+
+    /// Creates a namespaced Robot; `extra` is merged over the defaults.
+    pub async fn create_ns_robot(
+        &self,
+        namespace: &str,
+        name: &str,
+        color: &str,
+        extra: Value,
+    ) -> NsRobot {
+        let mut robot = json!({
+            "apiVersion": self.res.ns_robot.api_version,
+            "kind": "Robot",
+            "metadata": { "name": name, "namespace": namespace },
+            "spec": { "forProvider": { "color": color } },
+        });
+        merge(&mut robot, extra);
+        let obj: DynamicObject = serde_json::from_value(robot).expect("robot json");
+        let created = Api::<DynamicObject>::namespaced_with(
+            self.admin.clone(),
+            namespace,
+            &self.res.ns_robot,
+        )
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("create namespaced Robot");
+        serde_json::from_value(serde_json::to_value(created).unwrap()).unwrap()
+    }
+
+    pub async fn ns_robot(&self, namespace: &str, name: &str) -> Option<NsRobot> {
+        self.ns_robots(namespace)
+            .get_opt(name)
+            .await
+            .expect("get namespaced Robot")
+    }
+
+    /// As [`wait_condition`](Self::wait_condition), for a namespaced Robot.
+    pub async fn wait_ns_condition(
+        &self,
+        namespace: &str,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> NsRobot {
+        let what = format!("Robot {namespace}/{name} {type_}={status} {reason:?}");
+        let result = wait_for(&what, CONVERGE, || async {
+            let r = self.ns_robot(namespace, name).await?;
+            let c = condition(&r, type_)?;
+            (c.status == status && reason.is_none_or(|re| c.reason == re)).then_some(r)
+        })
+        .await;
+        match result {
+            Ok(r) => r,
+            Err(e) => panic!(
+                "{e}; Robot is {:#?}",
+                self.ns_robot(namespace, name).await.map(|r| r.status)
+            ),
+        }
+    }
+
+    pub async fn wait_ns_ready(&self, namespace: &str, name: &str) -> NsRobot {
+        self.wait_ns_condition(namespace, name, "Synced", "True", None)
+            .await;
+        self.wait_ns_condition(namespace, name, "Ready", "True", None)
+            .await
+    }
+
+    pub async fn wait_ns_gone(&self, namespace: &str, name: &str) {
+        wait_for(
+            &format!("Robot {namespace}/{name} gone"),
+            CONVERGE,
+            || async { self.ns_robot(namespace, name).await.is_none().then_some(()) },
+        )
+        .await
+        .expect("namespaced Robot deleted");
+    }
+
+    pub fn group(&self) -> String {
+        self.res.family.provider_group()
     }
 
     pub fn robot_api_version(&self) -> String {
-        format!("{}/v1alpha1", self.res.generation.robot_group())
+        self.res.robot.api_version.clone()
     }
 
     pub fn robots(&self) -> Api<RobotObject> {
@@ -77,6 +300,7 @@ impl Env {
 
     /// Creates or updates a ProviderConfig.
     pub async fn provider_config(&self, name: &str, endpoint: &str) {
+        self.allow(endpoint);
         let pc = json!({
             "apiVersion": format!("{}/v1alpha1", self.group()),
             "kind": "ProviderConfig",
@@ -193,6 +417,27 @@ impl Env {
         .expect("event recorded");
     }
 
+    /// Waits for an event with `reason` about the object `name` in `namespace`.
+    pub async fn wait_ns_event(&self, namespace: &str, reason: &str, name: &str) {
+        let events: Api<Event> = Api::namespaced(self.admin.clone(), namespace);
+        wait_for(
+            &format!("event {reason} for {namespace}/{name}"),
+            CONVERGE,
+            || async {
+                let list = events.list(&Default::default()).await.ok()?;
+                list.items
+                    .iter()
+                    .any(|e| {
+                        e.reason.as_deref() == Some(reason)
+                            && e.involved_object.name.as_deref() == Some(name)
+                    })
+                    .then_some(())
+            },
+        )
+        .await
+        .expect("event recorded");
+    }
+
     /// Waits until the Events of `reason` about `name` satisfy `done`.
     pub async fn wait_events(
         &self,
@@ -260,13 +505,27 @@ impl Env {
         .expect("server converges");
     }
 
-    /// Starts the real controller with the controller kubeconfig and `args`.
+    /// `args`, with `--allowed-endpoints` this environment's server and
+    /// every endpoint a ProviderConfig was given, unless they set it.
+    pub fn with_allowlist(&self, args: &[&str]) -> Vec<String> {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if !args.contains(&"--allowed-endpoints") {
+            let mut allowed = vec![self.server.url().to_owned()];
+            allowed.extend(self.endpoints.lock().unwrap().iter().cloned());
+            allowed.dedup();
+            all.extend(["--allowed-endpoints".to_owned(), allowed.join(",")]);
+        }
+        all
+    }
+
+    /// Starts the real controller with the controller kubeconfig and `args`
+    /// (allowed to call this environment's server unless they say).
     pub fn controller(&self, args: &[&str]) -> Controller {
         Controller::spawn(
             self.cp.controller_kubeconfig_path(),
             self.dir.path(),
             "run",
-            args,
+            &self.with_allowlist(args),
         )
     }
 
@@ -280,7 +539,7 @@ impl Env {
                 .arg(self.cp.controller_kubeconfig_path());
         }
         let status = cmd
-            .args(args)
+            .args(self.with_allowlist(args))
             .env("ROBOT_CONTROLLER_LOG_FORMAT", "text")
             .stdout(std::fs::File::create(&log).expect("log"))
             .stderr(
@@ -295,8 +554,8 @@ impl Env {
     }
 }
 
-pub fn condition<'a>(
-    r: &'a RobotObject,
+pub fn condition<'a, P: Clone>(
+    r: &'a robot_controller::managed::Managed<P, robot_controller::kinds::robot::RobotStatus>,
     type_: &str,
 ) -> Option<&'a robot_controller::managed::conditions::Condition> {
     r.status
@@ -304,7 +563,10 @@ pub fn condition<'a>(
         .and_then(|s| robot_controller::managed::conditions::get(&s.resource.conditions, type_))
 }
 
-pub fn annotation<'a>(r: &'a RobotObject, key: &str) -> Option<&'a str> {
+pub fn annotation<'a, P: Clone>(
+    r: &'a robot_controller::managed::Managed<P, robot_controller::kinds::robot::RobotStatus>,
+    key: &str,
+) -> Option<&'a str> {
     r.metadata
         .annotations
         .as_ref()?
@@ -337,21 +599,26 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn spawn(kubeconfig: &Path, dir: &Path, mode: &str, args: &[&str]) -> Controller {
+    pub fn spawn<S: AsRef<str>>(
+        kubeconfig: &Path,
+        dir: &Path,
+        mode: &str,
+        args: &[S],
+    ) -> Controller {
         let kubeconfig = kubeconfig.to_str().expect("UTF-8 kubeconfig path");
         let args: Vec<&str> = ["--kubeconfig-source", kubeconfig]
             .into_iter()
-            .chain(args.iter().copied())
+            .chain(args.iter().map(AsRef::as_ref))
             .collect();
         Self::spawn_with(dir, mode, &args, &[])
     }
 
     /// `robot-controller <mode> <args>` with `env` added; the kubeconfig
     /// source is one of `args` (or `env`), never `$KUBECONFIG`.
-    pub fn spawn_with(
+    pub fn spawn_with<S: AsRef<str>>(
         dir: &Path,
         mode: &str,
-        args: &[&str],
+        args: &[S],
         env: &[(String, String)],
     ) -> Controller {
         let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("free port");
@@ -361,7 +628,7 @@ impl Controller {
         cmd.arg(mode)
             .arg("--health-listen")
             .arg(health.to_string())
-            .args(args)
+            .args(args.iter().map(AsRef::as_ref))
             .env_remove("KUBECONFIG")
             .env("ROBOT_CONTROLLER_LOG_FORMAT", "text")
             .env("ROBOT_CONTROLLER_LOG", "info,robot_controller=debug")

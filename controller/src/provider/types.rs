@@ -1,28 +1,22 @@
-//! The provider-level kinds: ProviderConfig (where the robot server is),
-//! ProviderConfigUsage (who uses it) and StoreConfig (kept for schema
-//! compatibility), plus the reconciler that keeps a used ProviderConfig
-//! from vanishing.
+//! The provider-level kinds, per generation:
+//! - legacy: ProviderConfig (cluster-scoped, where the robot server is),
+//!   ProviderConfigUsage (cluster-scoped) and StoreConfig (kept for schema
+//!   compatibility);
+//! - namespaced (v2): ProviderConfig (namespaced: serves its own namespace
+//!   only), ClusterProviderConfig, and ProviderConfigUsage (namespaced,
+//!   beside each managed resource, whichever config kind it uses).
+//!
+//! Every config kind has the same spec and status, so one Rust type,
+//! [`ProviderConfigObject`], reads them all at run time.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use kube::api::{Api, Patch, PatchParams};
-use kube::core::{ApiResource, Object};
-use kube::{CustomResource, Resource, ResourceExt};
+use kube::CustomResource;
+use kube::core::Object;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::managed::conditions::Condition;
-use crate::managed::events::Events;
-use crate::managed::types::Reference;
-use crate::managed::usage::{PROVIDER_CONFIG_LABEL, UsageStore};
-
-/// How long a ProviderConfig reconcile lets a burst of usage changes settle.
-const SETTLE: Duration = Duration::from_millis(300);
-
-/// Crossplane's finalizer on a ProviderConfig that has users.
-pub const IN_USE_FINALIZER: &str = "in-use.crossplane.io";
+use crate::managed::inuse::ConfigStatus;
+use crate::managed::types::{Reference, TypedReference as ConfigReference};
 
 /// A ProviderConfigSpec defines the desired state of a ProviderConfig.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -38,8 +32,12 @@ pub const IN_USE_FINALIZER: &str = "in-use.crossplane.io";
 )]
 pub struct ProviderConfigSpec {
     /// Endpoint is the API endpoint of the Dummy service.
+    #[schemars(pattern(ENDPOINT_PATTERN))]
     pub endpoint: String,
 }
+
+/// What `spec.endpoint` must look like: an http or https URL.
+pub const ENDPOINT_PATTERN: &str = r"^https?://\S+$";
 
 /// A ProviderConfigStatus reflects the observed state of a ProviderConfig.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -52,8 +50,14 @@ pub struct ProviderConfigStatus {
     pub users: Option<i64>,
 }
 
-/// A ProviderConfig of either API generation.
+/// A ProviderConfig of any kind and generation.
 pub type ProviderConfigObject = Object<ProviderConfigSpec, ProviderConfigStatus>;
+
+impl ConfigStatus for ProviderConfigObject {
+    fn users(&self) -> Option<i64> {
+        self.status.as_ref().and_then(|s| s.users)
+    }
+}
 
 /// A ProviderConfigUsage indicates that a resource is using a
 /// ProviderConfig.
@@ -239,141 +243,75 @@ pub struct SecretKeySelector {
     pub namespace: String,
 }
 
-/// Keeps `status.users` counted and the in-use finalizer on every
-/// ProviderConfig, so one with users cannot be deleted from under them.
-pub struct InUseReconciler {
-    api: Api<ProviderConfigObject>,
-    resource: ApiResource,
-    usages: UsageStore,
-    events: Events,
+/// A ProviderConfigSpec defines the desired state of a ProviderConfig: the
+/// robot server of the managed resources in this namespace that name it.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "dummy.m.crossplane.io",
+    version = "v1alpha1",
+    kind = "ProviderConfig",
+    root = "NamespacedProviderConfigCrd",
+    namespaced,
+    status = "ProviderConfigStatus",
+    category = "crossplane",
+    category = "provider",
+    category = "dummy",
+    doc = "A ProviderConfig configures a Dummy provider for the managed resources of its namespace.",
+    printcolumn = r#"{"name": "AGE", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name": "ENDPOINT", "type": "string", "jsonPath": ".spec.endpoint", "priority": 1}"#
+)]
+pub struct NamespacedProviderConfigSpec {
+    /// Endpoint is the API endpoint of the Dummy service.
+    #[schemars(pattern(ENDPOINT_PATTERN))]
+    pub endpoint: String,
 }
 
-/// Why a ProviderConfig reconcile could not finish.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot update ProviderConfig {name}: {source}")]
-pub struct Error {
-    name: String,
-    #[source]
-    source: kube::Error,
+/// A ClusterProviderConfigSpec defines the desired state of a
+/// ClusterProviderConfig: the robot server of the managed resources of any
+/// namespace that name it.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "dummy.m.crossplane.io",
+    version = "v1alpha1",
+    kind = "ClusterProviderConfig",
+    root = "ClusterProviderConfigCrd",
+    status = "ProviderConfigStatus",
+    category = "crossplane",
+    category = "provider",
+    category = "dummy",
+    doc = "A ClusterProviderConfig configures a Dummy provider for managed resources of any namespace.",
+    printcolumn = r#"{"name": "AGE", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name": "ENDPOINT", "type": "string", "jsonPath": ".spec.endpoint", "priority": 1}"#
+)]
+pub struct ClusterProviderConfigSpec {
+    /// Endpoint is the API endpoint of the Dummy service.
+    #[schemars(pattern(ENDPOINT_PATTERN))]
+    pub endpoint: String,
 }
 
-impl InUseReconciler {
-    pub fn new(
-        client: kube::Client,
-        resource: ApiResource,
-        usages: UsageStore,
-        events: Events,
-    ) -> Self {
-        Self {
-            api: Api::all_with(client, &resource),
-            resource,
-            usages,
-            events,
-        }
-    }
-
-    /// The number of usages labelled with `name`.
-    pub fn users(&self, name: &str) -> i64 {
-        let n = self
-            .usages
-            .state()
-            .iter()
-            .filter(|u| {
-                u.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(PROVIDER_CONFIG_LABEL))
-                    .is_some_and(|pc| pc == name)
-            })
-            .count();
-        i64::try_from(n).unwrap_or(i64::MAX)
-    }
-
-    /// Returns when to look again, if ever.
-    pub async fn reconcile(
-        &self,
-        pc: Arc<ProviderConfigObject>,
-    ) -> Result<Option<Duration>, Error> {
-        // Counting users in a cache that has not listed yet would count none,
-        // and a used ProviderConfig would lose its finalizer.
-        if self.usages.wait_until_ready().await.is_err() {
-            return Ok(Some(Duration::from_secs(1)));
-        }
-        let name = pc.name_any();
-        let err = |source| Error {
-            name: name.clone(),
-            source,
-        };
-        let has_finalizer = pc.finalizers().iter().any(|f| f == IN_USE_FINALIZER);
-        if pc.meta().deletion_timestamp.is_some() {
-            let users = self.users(&name);
-            if users > 0 {
-                self.events
-                    .publish(
-                        &pc.object_ref(&self.resource),
-                        crate::managed::events::Reason::UsageAccounting,
-                        "Blocking deletion while usages still exist",
-                    )
-                    .await;
-                self.write_users(&pc, users).await.map_err(err)?;
-                // Usages going away trigger us again.
-                return Ok(None);
-            }
-            if has_finalizer {
-                let rest: Vec<&String> = pc
-                    .finalizers()
-                    .iter()
-                    .filter(|f| *f != IN_USE_FINALIZER)
-                    .collect();
-                let patch = json!({ "metadata": { "finalizers": rest, "resourceVersion": pc.resource_version() } });
-                match self
-                    .api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.is_not_found() => {}
-                    Err(e) => return Err(err(e)),
-                }
-            }
-            return Ok(None);
-        }
-        // The finalizer first and at once: until it is there, the
-        // ProviderConfig can vanish from under its users.
-        if !has_finalizer {
-            let mut all = pc.finalizers().to_vec();
-            all.push(IN_USE_FINALIZER.into());
-            let patch = json!({ "metadata": { "finalizers": all, "resourceVersion": pc.resource_version() } });
-            self.api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(err)?;
-        }
-        // Usages come in bursts when many Robots are created at once. The
-        // controller runs one reconcile per ProviderConfig at a time and
-        // folds the requests that arrive meanwhile into one, so a short
-        // pause before counting turns a burst into one count and one write.
-        // (The controller's own debounce would also stop it reading the
-        // watch that the Robot reconciler's ProviderConfig cache reads.)
-        tokio::time::sleep(SETTLE).await;
-        self.write_users(&pc, self.users(&name))
-            .await
-            .map_err(err)?;
-        Ok(None)
-    }
-
-    async fn write_users(&self, pc: &ProviderConfigObject, users: i64) -> Result<(), kube::Error> {
-        if pc.status.as_ref().and_then(|s| s.users) == Some(users) {
-            return Ok(());
-        }
-        let patch = json!({ "status": { "users": users } });
-        self.api
-            .patch_status(
-                &pc.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await?;
-        Ok(())
-    }
+/// A ProviderConfigUsage indicates that a namespaced managed resource is
+/// using a ProviderConfig or a ClusterProviderConfig.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "dummy.m.crossplane.io",
+    version = "v1alpha1",
+    kind = "ProviderConfigUsage",
+    root = "NamespacedProviderConfigUsageCrd",
+    namespaced,
+    no_spec,
+    category = "crossplane",
+    category = "provider",
+    category = "dummy",
+    doc = "A ProviderConfigUsage indicates that a resource is using a ProviderConfig.",
+    printcolumn = r#"{"name": "AGE", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name": "CONFIG-NAME", "type": "string", "jsonPath": ".providerConfigRef.name"}"#,
+    printcolumn = r#"{"name": "RESOURCE-KIND", "type": "string", "jsonPath": ".resourceRef.kind"}"#,
+    printcolumn = r#"{"name": "RESOURCE-NAME", "type": "string", "jsonPath": ".resourceRef.name"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespacedProviderConfigUsageFields {
+    /// ProviderConfigReference to the provider config being used.
+    pub provider_config_ref: ConfigReference,
+    /// ResourceReference to the managed resource using the provider config.
+    pub resource_ref: TypedReference,
 }

@@ -1,47 +1,24 @@
-//! The Robot managed resource: its spec and status, and its external client
-//! over the robot server's HTTP API. Everything Crossplane-generic is in
-//! [`crate::managed`]; this file is all a second kind would need to add.
+//! The Robot managed resource, in both generations ([`legacy`]: the
+//! cluster-scoped `iam.dummy.crossplane.io` Robot; [`namespaced`]: the
+//! Crossplane v2 `iam.dummy.m.crossplane.io` Robot), and its external
+//! client over the robot server's HTTP API, which both share. Everything
+//! Crossplane-generic is in [`crate::managed`].
 
-use std::sync::Arc;
+pub mod legacy;
+pub mod namespaced;
 
-use tokio::sync::Notify;
-
-use kube::CustomResource;
-use robot_api::{AuthHeader, Authorizer, Robot as WireRobot, RobotClient};
+use robot_api::{Robot as WireRobot, RobotClient};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::endpoints::AllowedEndpoints;
 use crate::managed::{
     ConnectionDetails, Connector, ExternalClient, ExternalError, Managed, ManagedSpec,
-    ManagedStatus, Observation, ResourceSpec, ResourceStatus, meta,
+    ManagedStatus, Observation, ResourceStatus, meta,
 };
-use crate::providerconfig::ProviderConfigObject;
+use crate::provider::{Deps, ProviderConfigObject};
 
-/// A RobotSpec defines the desired state of a Robot.
-#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(
-    group = "iam.dummy.crossplane.io",
-    version = "v1alpha1",
-    kind = "Robot",
-    root = "RobotCrd",
-    status = "RobotStatus",
-    category = "crossplane",
-    category = "managed",
-    category = "dummy",
-    doc = "A Robot is an example API type.",
-    printcolumn = r#"{"name": "READY", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Ready')].status"}"#,
-    printcolumn = r#"{"name": "SYNCED", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Synced')].status"}"#,
-    printcolumn = r#"{"name": "EXTERNAL-NAME", "type": "string", "jsonPath": ".metadata.annotations.crossplane\\.io/external-name"}"#,
-    printcolumn = r#"{"name": "AGE", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
-)]
-#[serde(rename_all = "camelCase")]
-pub struct RobotSpec {
-    #[serde(flatten)]
-    pub resource: ResourceSpec,
-    /// RobotParameters are the configurable fields of a Robot.
-    pub for_provider: RobotParameters,
-}
+/// Names shared by both Robot kinds: one robot server, one robot per name.
+pub const EXTERNAL_SPACE: &str = "robot";
 
 /// RobotParameters are the configurable fields of a Robot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -69,15 +46,6 @@ pub struct RobotObservation {
     pub color: Option<String>,
 }
 
-/// A Robot of either API generation.
-pub type RobotObject = Managed<RobotSpec, RobotStatus>;
-
-impl ManagedSpec for RobotSpec {
-    fn resource_spec(&self) -> &ResourceSpec {
-        &self.resource
-    }
-}
-
 impl ManagedStatus for RobotStatus {
     fn resource_status(&self) -> &ResourceStatus {
         &self.resource
@@ -92,90 +60,98 @@ impl ManagedStatus for RobotStatus {
     }
 }
 
+/// The spec of either Robot kind.
+pub trait RobotSpec: ManagedSpec {
+    fn for_provider(&self) -> &RobotParameters;
+}
+
 /// Connects Robots to the robot server their ProviderConfig names.
 pub struct RobotConnector {
-    http: reqwest::Client,
-    auth: Option<AuthHeader>,
-    allowed: Arc<AllowedEndpoints>,
-    /// Told when the server refuses our token, so it is re-read at once.
-    refused: Option<Arc<Notify>>,
-    /// Per-server credentials; replaces `auth` when set.
-    authorizer: Option<Arc<dyn Authorizer>>,
+    deps: Deps,
 }
 
 impl RobotConnector {
-    pub fn new(
-        http: reqwest::Client,
-        auth: Option<AuthHeader>,
-        allowed: Arc<AllowedEndpoints>,
-        refused: Option<Arc<Notify>>,
-    ) -> Self {
-        Self {
-            http,
-            auth,
-            allowed,
-            refused,
-            authorizer: None,
-        }
-    }
-
-    /// Asks `authorizer` for each server's credentials (an ID token whose
-    /// audience is that server).
-    pub fn with_authorizer(mut self, authorizer: Option<Arc<dyn Authorizer>>) -> Self {
-        self.authorizer = authorizer;
-        self
+    pub fn new(deps: &Deps) -> Self {
+        Self { deps: deps.clone() }
     }
 }
 
-impl Connector<RobotSpec, RobotStatus> for RobotConnector {
+impl<S: RobotSpec> Connector<S, RobotStatus> for RobotConnector {
     type Config = ProviderConfigObject;
     type Client = RobotExternal;
 
     fn connect(
         &self,
-        _mr: &RobotObject,
+        _mr: &Managed<S, RobotStatus>,
         config: &ProviderConfigObject,
     ) -> Result<RobotExternal, ExternalError> {
         let endpoint = config.spec.endpoint.trim();
         if endpoint.is_empty() {
-            return Err(ExternalError::new(
+            return Err(ExternalError::permanent(
                 "the ProviderConfig has no spec.endpoint",
             ));
         }
-        let mut client = RobotClient::new(self.http.clone(), endpoint, self.auth.clone())
-            .map_err(|e| ExternalError::new(e.to_string()))?;
-        if let Some(authorizer) = &self.authorizer {
+        // Both checks before anything is sent: the URL's shape, then the
+        // allowlist.
+        let mut client = RobotClient::new(self.deps.http.clone(), endpoint, self.deps.auth.clone())
+            .map_err(|e| ExternalError::permanent(e.to_string()))?;
+        self.deps
+            .allowed
+            .check(endpoint)
+            .map_err(ExternalError::permanent)?;
+        if let Some(authorizer) = &self.deps.authorizer {
             client = client.with_authorizer(authorizer.clone());
         }
-        self.allowed.check(endpoint).map_err(ExternalError::new)?;
         Ok(RobotExternal {
             client,
             endpoint: endpoint.to_owned(),
-            refused: self.refused.clone(),
+            refused: self.deps.refused.clone(),
         })
     }
+
+    fn target(&self, config: &ProviderConfigObject) -> Option<String> {
+        normalized_endpoint(&config.spec.endpoint)
+    }
+}
+
+/// One robot server, however its URL is spelled: scheme, host, port and
+/// path without a trailing slash.
+fn normalized_endpoint(endpoint: &str) -> Option<String> {
+    let url = url::Url::parse(endpoint.trim()).ok()?;
+    Some(format!(
+        "{}://{}:{}{}",
+        url.scheme(),
+        url.host_str()?.to_ascii_lowercase(),
+        url.port_or_known_default()?,
+        url.path().trim_end_matches('/')
+    ))
 }
 
 /// The robot server, as seen by one Robot.
 pub struct RobotExternal {
     client: RobotClient,
     endpoint: String,
-    refused: Option<Arc<Notify>>,
+    refused: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl RobotExternal {
-    fn wire(mr: &RobotObject) -> WireRobot {
+    fn wire<S: RobotSpec>(mr: &Managed<S, RobotStatus>) -> WireRobot {
         WireRobot::new(
             meta::external_name(&mr.metadata),
-            mr.spec.for_provider.color.clone(),
+            mr.spec.for_provider().color.clone(),
         )
     }
 
     fn external(&self, e: robot_api::Error) -> ExternalError {
-        if let (robot_api::Error::Unauthorized { .. }, Some(refused)) = (&e, &self.refused) {
+        let unauthorized = matches!(e, robot_api::Error::Unauthorized { .. });
+        if let (true, Some(refused)) = (unauthorized, &self.refused) {
             refused.notify_one();
         }
-        ExternalError::new(e.to_string())
+        ExternalError {
+            // A refused token is re-read at once: worth a retry soon.
+            transient: e.is_transient() || unauthorized,
+            message: e.to_string(),
+        }
     }
 
     fn details(&self, robot: &WireRobot) -> ConnectionDetails {
@@ -187,10 +163,10 @@ impl RobotExternal {
     }
 }
 
-impl ExternalClient<RobotSpec, RobotStatus> for RobotExternal {
+impl<S: RobotSpec> ExternalClient<S, RobotStatus> for RobotExternal {
     async fn observe(
         &self,
-        mr: &RobotObject,
+        mr: &Managed<S, RobotStatus>,
         status: &mut RobotStatus,
     ) -> Result<Observation, ExternalError> {
         let desired = Self::wire(mr);
@@ -213,7 +189,10 @@ impl ExternalClient<RobotSpec, RobotStatus> for RobotExternal {
         })
     }
 
-    async fn create(&self, mr: &RobotObject) -> Result<ConnectionDetails, ExternalError> {
+    async fn create(
+        &self,
+        mr: &Managed<S, RobotStatus>,
+    ) -> Result<ConnectionDetails, ExternalError> {
         let robot = Self::wire(mr);
         match self.client.create(&robot).await {
             // Names are deterministic: an existing robot of this name is the
@@ -223,7 +202,10 @@ impl ExternalClient<RobotSpec, RobotStatus> for RobotExternal {
         }
     }
 
-    async fn update(&self, mr: &RobotObject) -> Result<ConnectionDetails, ExternalError> {
+    async fn update(
+        &self,
+        mr: &Managed<S, RobotStatus>,
+    ) -> Result<ConnectionDetails, ExternalError> {
         let robot = Self::wire(mr);
         self.client
             .update(&robot.name, &robot)
@@ -232,12 +214,27 @@ impl ExternalClient<RobotSpec, RobotStatus> for RobotExternal {
         Ok(self.details(&robot))
     }
 
-    async fn delete(&self, mr: &RobotObject) -> Result<(), ExternalError> {
+    async fn delete(&self, mr: &Managed<S, RobotStatus>) -> Result<(), ExternalError> {
         // Gone already counts as deleted.
         self.client
             .delete(&meta::external_name(&mr.metadata))
             .await
             .map(|_| ())
             .map_err(|e| self.external(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_server_however_its_url_is_spelled() {
+        let n = |e| normalized_endpoint(e);
+        assert_eq!(n("http://Robots.internal:80/"), n("http://robots.internal"));
+        assert_eq!(n("https://r.example/api/"), n("https://r.example:443/api"));
+        assert_ne!(n("http://r:9090"), n("http://r:9091"));
+        assert_ne!(n("http://r/a"), n("http://r/b"));
+        assert_eq!(n("not a url"), None);
     }
 }

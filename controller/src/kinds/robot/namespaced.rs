@@ -1,0 +1,79 @@
+//! The namespaced Robot of Crossplane v2: `iam.dummy.m.crossplane.io` (or
+//! `iam.dummy.m.upbound.io`), no `deletionPolicy`, and a `providerConfigRef`
+//! {kind, name} to a ProviderConfig of its namespace or a ClusterProviderConfig.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{CustomResource, CustomResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{EXTERNAL_SPACE, RobotConnector, RobotParameters, RobotStatus};
+use crate::api::{Family, Generation};
+use crate::managed::types::NamespacedResourceSpec;
+use crate::managed::{CommonSpec, Managed, ManagedKind, ManagedSpec};
+use crate::provider::Deps;
+
+/// A RobotSpec defines the desired state of a Robot.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "iam.dummy.m.crossplane.io",
+    namespaced,
+    version = "v1alpha1",
+    kind = "Robot",
+    root = "NamespacedRobotCrd",
+    status = "RobotStatus",
+    category = "crossplane",
+    category = "managed",
+    category = "dummy",
+    doc = "A Robot is an example API type.",
+    printcolumn = r#"{"name": "READY", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Ready')].status"}"#,
+    printcolumn = r#"{"name": "SYNCED", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Synced')].status"}"#,
+    printcolumn = r#"{"name": "EXTERNAL-NAME", "type": "string", "jsonPath": ".metadata.annotations.crossplane\\.io/external-name"}"#,
+    printcolumn = r#"{"name": "AGE", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RobotSpec {
+    #[serde(flatten)]
+    pub resource: NamespacedResourceSpec,
+    /// RobotParameters are the configurable fields of a Robot.
+    pub for_provider: RobotParameters,
+}
+
+/// A Robot of this generation, in either group family.
+pub type RobotObject = Managed<RobotSpec, RobotStatus>;
+
+impl ManagedSpec for RobotSpec {
+    fn common(&self) -> CommonSpec<'_> {
+        self.resource.common()
+    }
+}
+
+impl super::RobotSpec for RobotSpec {
+    fn for_provider(&self) -> &RobotParameters {
+        &self.for_provider
+    }
+}
+
+/// The namespaced Robot as a registered kind.
+pub struct NamespacedRobot;
+
+impl ManagedKind for NamespacedRobot {
+    type Spec = RobotSpec;
+    type Status = RobotStatus;
+    type Connector = RobotConnector;
+    type Deps = Deps;
+
+    const KIND: &'static str = "Robot";
+    const PLURAL: &'static str = "robots";
+    const SERVICE: &'static str = "iam";
+    const GENERATION: Generation = Generation::Namespaced;
+    const EXTERNAL_SPACE: &'static str = EXTERNAL_SPACE;
+
+    fn crd(family: Family) -> CustomResourceDefinition {
+        crate::crd::regroup(NamespacedRobotCrd::crd(), &Self::group(family))
+    }
+
+    fn connector(deps: &Deps) -> RobotConnector {
+        RobotConnector::new(deps)
+    }
+}
