@@ -159,6 +159,10 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .redirect(reqwest::redirect::Policy::none())
+        // reqwest follows HTTP_PROXY, HTTPS_PROXY and ALL_PROXY unless told
+        // not to: a robot server is on a private network, and a proxy
+        // would see every robot and the bearer token.
+        .no_proxy()
         .user_agent(concat!("robot-api/", env!("CARGO_PKG_VERSION")))
         .build()
         // Building fails only when the TLS backend cannot initialise, which
@@ -471,6 +475,7 @@ fn quote(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn client(endpoint: &str) -> Result<RobotClient, Error> {
         RobotClient::new(reqwest::Client::new(), endpoint, None)
@@ -515,6 +520,104 @@ mod tests {
     fn long_answers_are_quoted_briefly() {
         let q = quote("é".repeat(500).as_bytes());
         assert_eq!(q.chars().count(), MAX_QUOTED_BYTES + 3);
+    }
+
+    /// Where the child of [`proxy_variables_are_ignored`] finds the server.
+    const PROXY_CHILD_SERVER: &str = "ROBOT_API_TEST_PROXY_CHILD_SERVER";
+
+    /// Answers each connection's first request with `reply`, counting them.
+    fn answer_all(listener: std::net::TcpListener, reply: &'static str) -> Arc<AtomicUsize> {
+        use std::io::{Read, Write};
+        let count = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&count);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { break };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        count
+    }
+
+    /// HTTP_PROXY and friends are not followed: the request goes straight
+    /// to the server even with every proxy variable pointing elsewhere.
+    /// The variables are set for a child process (this test binary running
+    /// [`proxy_child`]), since setting them here would race other threads.
+    #[test]
+    fn proxy_variables_are_ignored() {
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server_addr = server.local_addr().unwrap();
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+        let served = answer_all(
+            server,
+            "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 27\r\nconnection: close\r\n\r\n{\"error\":\"Robot not found\"}",
+        );
+        let proxied = answer_all(
+            proxy,
+            "HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        );
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args(["--exact", "client::tests::proxy_child", "--ignored"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(PROXY_CHILD_SERVER, server_addr.to_string())
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy");
+        for var in [
+            "HTTP_PROXY",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            child.env(var, &proxy_url);
+        }
+        let output = child.output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stdout}\n{stderr}");
+        assert!(
+            stdout.contains("1 passed"),
+            "the child ran no test: {stdout}"
+        );
+        assert_eq!(
+            proxied.load(Ordering::SeqCst),
+            0,
+            "a request went to the proxy"
+        );
+        assert_eq!(served.load(Ordering::SeqCst), 1);
+    }
+
+    /// The child half of [`proxy_variables_are_ignored`]; does nothing
+    /// when run on its own.
+    #[test]
+    #[ignore = "run by proxy_variables_are_ignored, with proxy variables set"]
+    fn proxy_child() {
+        let Ok(server) = std::env::var(PROXY_CHILD_SERVER) else {
+            return;
+        };
+        let c = RobotClient::new(
+            http_client(Duration::from_secs(5)),
+            &format!("http://{server}"),
+            None,
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        assert_eq!(runtime.block_on(c.get("r")).unwrap(), None);
     }
 
     /// An authorizer that hands out a fixed header and records what it was
