@@ -20,8 +20,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Answers larger than this are not read: a robot is far smaller.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
-/// Error messages quote at most this much of a server's answer.
-const MAX_QUOTED_BYTES: usize = 200;
+/// Error messages quote at most this many bytes of anything a server
+/// sent (a body, an error message, a header), marked as cut: a server's
+/// answer is not ours to fill logs and conditions with.
+pub const MAX_QUOTED_BYTES: usize = 512;
 
 /// Everything that can go wrong talking to a robot server. Messages name
 /// the operation and endpoint, never a credential.
@@ -355,12 +357,11 @@ impl RobotClient {
             .map_err(|source| Error::Transport { op, source })?;
         let status = resp.status();
         if status.is_redirection() {
-            let location = resp
+            let location = cut(resp
                 .headers()
                 .get(LOCATION)
                 .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
+                .unwrap_or(""));
             return Err(Error::Redirected { op, location });
         }
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
@@ -427,9 +428,10 @@ async fn decode<T: serde::de::DeserializeOwned>(
     resp: Response,
 ) -> Result<T, Error> {
     let body = read_limited(op, resp).await?;
+    // serde quotes what it found (a long string, say): cut it too.
     serde_json::from_slice(&body).map_err(|e| Error::Decode {
         op,
-        reason: e.to_string(),
+        reason: cut(&e.to_string()),
     })
 }
 
@@ -451,7 +453,7 @@ async fn failure(op: &'static str, resp: Response) -> Error {
     let status = resp.status().as_u16();
     let message = match read_limited(op, resp).await {
         Ok(body) => match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(e) => e.error,
+            Ok(e) => cut(&e.error),
             Err(_) => quote(&body),
         },
         Err(e) => e.to_string(),
@@ -463,13 +465,22 @@ async fn failure(op: &'static str, resp: Response) -> Error {
     }
 }
 
+/// A body as text for an error message, trimmed and [cut](cut).
 fn quote(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    match text.char_indices().nth(MAX_QUOTED_BYTES) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text.to_owned(),
+    cut(String::from_utf8_lossy(body).trim())
+}
+
+/// `text` whole when it is at most [`MAX_QUOTED_BYTES`], else its first
+/// bytes up to a character boundary and a note that it was cut.
+pub(crate) fn cut(text: &str) -> String {
+    if text.len() <= MAX_QUOTED_BYTES {
+        return text.to_owned();
     }
+    let mut end = MAX_QUOTED_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... (cut: {} bytes in all)", &text[..end], text.len())
 }
 
 #[cfg(test)]
@@ -518,8 +529,78 @@ mod tests {
 
     #[test]
     fn long_answers_are_quoted_briefly() {
+        // Two bytes a character: the cut falls on a character boundary.
         let q = quote("é".repeat(500).as_bytes());
-        assert_eq!(q.chars().count(), MAX_QUOTED_BYTES + 3);
+        assert!(q.starts_with(&"é".repeat(MAX_QUOTED_BYTES / 2)), "{q}");
+        assert!(q.ends_with("... (cut: 1000 bytes in all)"), "{q}");
+        let q = cut(&format!("x{}", "é".repeat(500)));
+        assert!(q.starts_with(&format!("x{}...", "é".repeat(255))), "{q}");
+        assert_eq!(cut("short"), "short");
+        assert_eq!(
+            cut(&"a".repeat(MAX_QUOTED_BYTES)),
+            "a".repeat(MAX_QUOTED_BYTES)
+        );
+    }
+
+    /// Every error that quotes the server's answer quotes at most
+    /// [`MAX_QUOTED_BYTES`] of it, marked as cut.
+    #[tokio::test]
+    async fn errors_quote_at_most_512_bytes_of_an_answer() {
+        async fn answer(status: &'static str, headers: String, body: String) -> RobotClient {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            tokio::spawn(async move {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = conn.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "connection closed mid-request");
+                    head.extend_from_slice(&buf[..n]);
+                }
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                conn.write_all(reply.as_bytes()).await.unwrap();
+            });
+            // Ours: it does not follow the redirect.
+            let http = http_client(Duration::from_secs(5));
+            RobotClient::new(http, &format!("http://127.0.0.1:{port}"), None).unwrap()
+        }
+        let long = "L".repeat(100_000);
+        let json_error = serde_json::to_string(&ErrorBody {
+            error: long.clone(),
+        })
+        .unwrap();
+        let cases = [
+            answer("500 Internal Server Error", String::new(), json_error).await,
+            answer("503 Service Unavailable", String::new(), long.clone()).await,
+            answer("404 Not Found", String::new(), long.clone()).await,
+            // Not a robot: serde quotes the string it found.
+            answer("200 OK", String::new(), format!("\"{long}\"")).await,
+            answer(
+                "302 Found",
+                format!("location: http://elsewhere/{}\r\n", "L".repeat(5000)),
+                String::new(),
+            )
+            .await,
+        ];
+        for c in cases {
+            let err = c.get("r").await.unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.len() < MAX_QUOTED_BYTES + 200,
+                "{} bytes: {text:.600}",
+                text.len()
+            );
+            assert!(text.contains("(cut: "), "{text:.600}");
+            assert!(text.contains(&"L".repeat(400)), "{text:.600}");
+            if let Error::Status { message, .. } = &err {
+                assert!(message.len() < MAX_QUOTED_BYTES + 50, "{message:.600}");
+            }
+        }
     }
 
     /// Where the child of [`proxy_variables_are_ignored`] finds the server.
