@@ -2,8 +2,10 @@
 //! wire-compatible, plus what a production internal API needs (listing,
 //! validation, auth, durability, health, metrics, an OpenAPI document).
 //!
-//! The API is small: build a [`Config`], then [`serve`] it; [`router`]
-//! gives the HTTP routes alone, for in-process use (fuzzing).
+//! The API is small: bind a listener, build a [`Config`], then [`serve`]
+//! it until a shutdown future completes (as tokio's mini-redis does, so
+//! tests run the whole server in process on a `127.0.0.1:0` listener);
+//! [`router`] gives the HTTP routes alone, for fuzzing.
 
 mod auth;
 pub mod cli;
@@ -31,10 +33,10 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:9090";
 /// The reference server's time limit for one request.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How the server runs.
+/// How the server runs. Where it listens is the caller's: [`serve`]
+/// takes a bound listener.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub listen: SocketAddr,
     /// When set, `/robots` and `/v1/robots` need `Authorization: Bearer`.
     pub auth_token: Option<BearerToken>,
     /// When set, robots survive restarts in this file.
@@ -43,11 +45,16 @@ pub struct Config {
     pub request_timeout: Duration,
 }
 
+impl Default for Config {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Config {
     /// The reference server's behaviour: in memory, no auth, 10 s per request.
-    pub fn new(listen: SocketAddr) -> Self {
+    pub fn new() -> Self {
         Self {
-            listen,
             auth_token: None,
             state_file: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -60,12 +67,16 @@ impl Config {
 pub enum Error {
     #[error(transparent)]
     State(#[from] LoadError),
+    /// Binding is the caller's; this is the error for it, so that every
+    /// caller reports it alike.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
+    #[error("the listener has no local address: {0}")]
+    Listener(#[source] std::io::Error),
     #[error("the request timeout must be more than zero")]
     ZeroTimeout,
 }
@@ -76,7 +87,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::State(_) | Error::ZeroTimeout => 2,
-            Error::Bind { .. } => 1,
+            Error::Bind { .. } | Error::Listener(_) => 1,
         }
     }
 }
@@ -117,8 +128,7 @@ impl App {
     /// An in-memory server without auth, as the reference runs.
     pub fn in_memory() -> Self {
         // Cannot fail: no state file to read and a non-zero timeout.
-        let config = Config::new(SocketAddr::from(([127, 0, 0, 1], 0)));
-        match Self::new(&config) {
+        match Self::new(&Config::new()) {
             Ok(app) => app,
             Err(e) => unreachable!("in-memory app failed to build: {e}"),
         }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use robot_server::cli::{Args, Command, TOKEN_ENV};
-use robot_server::{BearerToken, Config, DEFAULT_LISTEN};
+use robot_server::{BearerToken, Config, DEFAULT_LISTEN, Error};
+use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Exit code for flags and configuration that cannot work.
@@ -22,8 +23,9 @@ fn main() -> ExitCode {
         eprintln!("robot-server: {e}");
         return ExitCode::from(BAD_CONFIG);
     }
-    let config = match config(&args) {
-        Ok(config) => config,
+    let settings = listen_addr(&args).and_then(|listen| Ok((listen, config(&args)?)));
+    let (listen, config) = match settings {
+        Ok(settings) => settings,
         Err(message) => {
             tracing::error!("{message}");
             return ExitCode::from(BAD_CONFIG);
@@ -47,7 +49,14 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match robot_server::serve(config, shutdown).await {
+        let served = match TcpListener::bind(listen).await {
+            Ok(listener) => robot_server::serve(listener, config, shutdown).await,
+            Err(source) => Err(Error::Bind {
+                addr: listen,
+                source,
+            }),
+        };
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");
@@ -87,13 +96,11 @@ fn listen_addr(args: &Args) -> Result<SocketAddr, String> {
 }
 
 fn config(args: &Args) -> Result<Config, String> {
-    let listen = listen_addr(args)?;
     let token_value = std::env::var(TOKEN_ENV).ok();
     let auth_token =
         BearerToken::from_sources(args.auth_token_file.as_deref(), token_value.as_deref())
             .map_err(|e| e.to_string())?;
     Ok(Config {
-        listen,
         auth_token,
         state_file: args.state_file.clone(),
         request_timeout: args.request_timeout,

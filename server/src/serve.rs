@@ -16,20 +16,17 @@ use crate::{App, Config, Error, routes};
 /// Cloud Run gives a container 10 s after SIGTERM; leave a margin to exit.
 const DRAIN_LIMIT: Duration = Duration::from_secs(9);
 
-/// Serves `config` until `shutdown` completes, then stops accepting,
-/// finishes the requests in flight (for at most 9 s) and returns.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+/// Serves `config` on `listener` until `shutdown` completes, then stops
+/// accepting, finishes the requests in flight (for at most 9 s) and
+/// returns. Fails at once when the configuration cannot work (a corrupt
+/// state file, say).
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
     let app = App::new(&config)?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let address = listener.local_addr().map_err(|source| Error::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let address = listener.local_addr().map_err(Error::Listener)?;
     tracing::info!(
         %address,
         state_file = config.state_file.as_ref().map(|p| p.display().to_string()),
