@@ -2,19 +2,20 @@
 //! metrics stay open, and the token never shows in logs or answers.
 
 use robot_api::{Error, Robot};
+use robot_server::{BearerToken, Config};
 
-use crate::harness::{Raw, Server, launch};
+use crate::harness::{Raw, Serving, TestServer, config, launch};
 
 const TOKEN: &str = "s3cr3t-T0ken_for.tests";
 
-fn with_env_token() -> Server {
-    launch()
-        .env("ROBOT_SERVER_AUTH_TOKEN", TOKEN)
-        .args(["--log-filter", "debug"])
-        .start()
+fn token_config() -> Config {
+    Config {
+        auth_token: Some(BearerToken::new(TOKEN).unwrap()),
+        ..config()
+    }
 }
 
-async fn assert_guarded(server: &Server) {
+async fn assert_guarded(server: &impl Serving) {
     let anonymous = Raw::new(server);
     let wrong = Raw::new(server).with_token("s3cr3t-T0ken_for.test");
     let right = Raw::new(server).with_token(TOKEN);
@@ -44,11 +45,17 @@ async fn assert_guarded(server: &Server) {
     assert_eq!(right.call("POST", "/robots", Some(body)).await.status, 201);
     assert_eq!(right.get("/robots?name=r").await.status, 200);
     assert_eq!(right.get("/v1/robots").await.status, 200);
+    let metrics = anonymous.get("/metrics").await.body;
+    assert!(!metrics.contains(TOKEN), "the token is in the metrics");
 }
 
+/// The variable is the binary's: read from its environment.
 #[tokio::test]
 async fn a_token_from_the_environment_guards_the_robots() {
-    let server = with_env_token();
+    let server = launch()
+        .env("ROBOT_SERVER_AUTH_TOKEN", TOKEN)
+        .args(["--log-filter", "debug"])
+        .start();
     assert_guarded(&server).await;
     assert!(
         !server.logs().contains(TOKEN),
@@ -62,18 +69,18 @@ async fn a_token_from_a_file_guards_the_robots() {
     let file = dir.path().join("token");
     // As a Kubernetes Secret or `echo` writes it: with a final newline.
     std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
-    let server = launch()
-        .arg("--auth-token-file")
-        .arg(&file)
-        .args(["--log-filter", "debug"])
-        .start();
+    let server = TestServer::start(Config {
+        auth_token: BearerToken::from_sources(Some(&file), None).unwrap(),
+        ..config()
+    });
     assert_guarded(&server).await;
+    assert!(server.logs().contains("listening"), "{}", server.logs());
     assert!(!server.logs().contains(TOKEN));
 }
 
 #[tokio::test]
 async fn the_client_sends_the_token_and_reports_refusals() {
-    let server = with_env_token();
+    let server = TestServer::start(token_config());
     let client = server.client_with_token(TOKEN);
     client.create(&Robot::new("r", "c")).await.unwrap();
     assert_eq!(client.get("r").await.unwrap(), Some(Robot::new("r", "c")));
@@ -93,7 +100,7 @@ async fn the_client_sends_the_token_and_reports_refusals() {
 
 #[tokio::test]
 async fn the_openapi_document_says_when_auth_is_required() {
-    let guarded = with_env_token();
+    let guarded = TestServer::start(token_config());
     let doc: serde_json::Value =
         serde_json::from_str(&Raw::new(&guarded).get("/openapi.json").await.body).unwrap();
     assert_eq!(

@@ -2,7 +2,7 @@
 
 use robot_api::{Robot, RobotList};
 
-use crate::harness::{Raw, all_robots, start};
+use crate::harness::{Raw, Serving, all_robots, start};
 
 #[tokio::test]
 async fn health_and_readiness_answer_json() {
