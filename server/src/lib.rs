@@ -113,11 +113,15 @@ impl App {
         if config.request_timeout.is_zero() {
             return Err(Error::ZeroTimeout);
         }
-        let store = store::Store::open(config.state_file.as_deref())?;
+        let metrics = metrics::Metrics::new();
+        let store = store::Store::open(
+            config.state_file.as_deref(),
+            metrics.state_file_unsynced.clone(),
+        )?;
         Ok(Self {
             inner: Arc::new(AppInner {
                 store,
-                metrics: metrics::Metrics::new(),
+                metrics,
                 auth_token: config.auth_token.clone(),
                 request_timeout: config.request_timeout,
                 draining: AtomicBool::new(false),

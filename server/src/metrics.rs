@@ -44,6 +44,8 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     in_flight: Family<InFlightLabels, Gauge>,
     robots: Gauge,
+    /// Changes applied whose state file directory could not be fsynced.
+    pub state_file_unsynced: Counter,
 }
 
 /// Latency buckets from 50 µs to 10 s: requests served from memory take
@@ -79,12 +81,20 @@ impl Metrics {
             in_flight.clone(),
         );
         registry.register("robots_stored", "Robots in the store", robots.clone());
+        let state_file_unsynced = Counter::default();
+        registry.register(
+            "state_file_unsynced_changes",
+            "Changes saved to the state file and applied whose directory fsync failed \
+             after the rename: on disk, but they may not survive a power loss",
+            state_file_unsynced.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
             in_flight,
             robots,
+            state_file_unsynced,
         }
     }
 

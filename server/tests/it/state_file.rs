@@ -85,15 +85,22 @@ async fn a_torn_temporary_file_is_ignored() {
         .await
         .unwrap();
     server.stop().unwrap();
-    // What a crash in the middle of writing the next change leaves.
-    std::fs::write(
-        dir.path().join("robots.json.tmp"),
-        "{\"format\":\"robot-server-state\",\"version\":1,\"robots\":[{\"na",
-    )
-    .unwrap();
+    // What a crash in the middle of writing the next change leaves (and
+    // what versions with a fixed temporary name left).
+    let torn = [".robots.json.Xy12Ab.tmp", "robots.json.tmp"];
+    for name in torn {
+        std::fs::write(
+            dir.path().join(name),
+            "{\"format\":\"robot-server-state\",\"version\":1,\"robots\":[{\"na",
+        )
+        .unwrap();
+    }
 
     let server = TestServer::start(durable(&path));
     let client = server.client();
+    for name in torn {
+        assert!(!dir.path().join(name).exists(), "{name} is left");
+    }
     assert_eq!(all_robots(&client).await, vec![Robot::new("saved", "red")]);
     client.create(&Robot::new("more", "blue")).await.unwrap();
     assert_eq!(all_robots(&client).await.len(), 2);
