@@ -22,40 +22,46 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub use auth::{BearerToken, TokenError};
+pub use auth::{BearerToken, MIN_TOKEN_BYTES, TokenError};
 pub use routes::router;
 pub use serve::serve;
 pub use store::LoadError;
 
-/// Where the reference server listens, and so do we unless told otherwise.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:9090";
-
 /// The reference server's time limit for one request.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who may use `/robots` and `/v1/robots`. There is no default: a server
+/// is given a token, or told in so many words that it needs none.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// Anyone who reaches the port (`--no-auth`): for platforms that
+    /// authenticate callers before they reach the server (Cloud Run with
+    /// IAM), and for tests.
+    None,
+    /// `Authorization: Bearer` with this token, fixed for the life of the
+    /// server (`ROBOT_SERVER_AUTH_TOKEN`).
+    Token(BearerToken),
+    /// `Authorization: Bearer` with the token in this file
+    /// (`--auth-token-file`).
+    TokenFile(PathBuf),
+}
 
 /// How the server runs. Where it listens is the caller's: [`serve`]
 /// takes a bound listener.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// When set, `/robots` and `/v1/robots` need `Authorization: Bearer`.
-    pub auth_token: Option<BearerToken>,
+    pub auth: Auth,
     /// When set, robots survive restarts in this file.
     pub state_file: Option<PathBuf>,
     /// The longest a request may take, from its first header byte on.
     pub request_timeout: Duration,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Config {
-    /// The reference server's behaviour: in memory, no auth, 10 s per request.
-    pub fn new() -> Self {
+    /// In memory, 10 s per request, with `auth`.
+    pub fn new(auth: Auth) -> Self {
         Self {
-            auth_token: None,
+            auth,
             state_file: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
@@ -67,6 +73,8 @@ impl Config {
 pub enum Error {
     #[error(transparent)]
     State(#[from] LoadError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
     /// Binding is the caller's; this is the error for it, so that every
     /// caller reports it alike.
     #[error("cannot listen on {addr}: {source}")]
@@ -86,7 +94,7 @@ impl Error {
     /// state file is configuration), 1 for anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::State(_) | Error::ZeroTimeout => 2,
+            Error::State(_) | Error::Token(_) | Error::ZeroTimeout => 2,
             Error::Bind { .. } | Error::Listener(_) => 1,
         }
     }
@@ -108,11 +116,17 @@ struct AppInner {
 }
 
 impl App {
-    /// Opens the store (reading the state file, if any) for `config`.
+    /// Reads the token file and opens the store (reading the state file,
+    /// if any) for `config`.
     pub fn new(config: &Config) -> Result<Self, Error> {
         if config.request_timeout.is_zero() {
             return Err(Error::ZeroTimeout);
         }
+        let auth_token = match &config.auth {
+            Auth::None => None,
+            Auth::Token(token) => Some(token.clone()),
+            Auth::TokenFile(path) => Some(BearerToken::from_file(path)?),
+        };
         let metrics = metrics::Metrics::new();
         let store = store::Store::open(
             config.state_file.as_deref(),
@@ -122,17 +136,18 @@ impl App {
             inner: Arc::new(AppInner {
                 store,
                 metrics,
-                auth_token: config.auth_token.clone(),
+                auth_token,
                 request_timeout: config.request_timeout,
                 draining: AtomicBool::new(false),
             }),
         })
     }
 
-    /// An in-memory server without auth, as the reference runs.
+    /// An in-memory server without auth, as the reference runs: for
+    /// in-process use of [`router`] (fuzzing).
     pub fn in_memory() -> Self {
-        // Cannot fail: no state file to read and a non-zero timeout.
-        match Self::new(&Config::new()) {
+        // Cannot fail: no files to read and a non-zero timeout.
+        match Self::new(&Config::new(Auth::None)) {
             Ok(app) => app,
             Err(e) => unreachable!("in-memory app failed to build: {e}"),
         }

@@ -11,7 +11,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::{App, Config, Error, routes};
+use crate::{App, Auth, Config, Error, routes};
 
 /// Cloud Run gives a container 10 s after SIGTERM; leave a margin to exit.
 const DRAIN_LIMIT: Duration = Duration::from_secs(9);
@@ -30,7 +30,11 @@ pub async fn serve(
     tracing::info!(
         %address,
         state_file = config.state_file.as_ref().map(|p| p.display().to_string()),
-        auth = config.auth_token.is_some(),
+        auth = match &config.auth {
+            Auth::None => "none",
+            Auth::Token(_) => "token",
+            Auth::TokenFile(_) => "token file",
+        },
         robots = app.store().len(),
         "listening"
     );

@@ -2,22 +2,20 @@
 //! metrics stay open, and the token never shows in logs or answers.
 
 use robot_api::{Error, Robot};
-use robot_server::{BearerToken, Config};
+use robot_server::{Auth, BearerToken, Config};
 
-use crate::harness::{Raw, Serving, TestServer, config, launch};
+use crate::harness::{Raw, Serving, TestServer, launch};
 
-const TOKEN: &str = "s3cr3t-T0ken_for.tests";
+/// Distinctive, so that finding it in any output is a leak.
+const TOKEN: &str = "s3cr3t-T0ken_for.tests-0123456789abcdef";
 
 fn token_config() -> Config {
-    Config {
-        auth_token: Some(BearerToken::new(TOKEN).unwrap()),
-        ..config()
-    }
+    Config::new(Auth::Token(BearerToken::new(TOKEN).unwrap()))
 }
 
 async fn assert_guarded(server: &impl Serving) {
     let anonymous = Raw::new(server);
-    let wrong = Raw::new(server).with_token("s3cr3t-T0ken_for.test");
+    let wrong = Raw::new(server).with_token(&TOKEN[..TOKEN.len() - 1]);
     let right = Raw::new(server).with_token(TOKEN);
     let body = r#"{"name":"r","color":"c"}"#;
     for raw in [&anonymous, &wrong] {
@@ -53,6 +51,7 @@ async fn assert_guarded(server: &impl Serving) {
 #[tokio::test]
 async fn a_token_from_the_environment_guards_the_robots() {
     let server = launch()
+        .without_no_auth()
         .env("ROBOT_SERVER_AUTH_TOKEN", TOKEN)
         .args(["--log-filter", "debug"])
         .start();
@@ -69,10 +68,7 @@ async fn a_token_from_a_file_guards_the_robots() {
     let file = dir.path().join("token");
     // As a Kubernetes Secret or `echo` writes it: with a final newline.
     std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
-    let server = TestServer::start(Config {
-        auth_token: BearerToken::from_sources(Some(&file), None).unwrap(),
-        ..config()
-    });
+    let server = TestServer::start(Config::new(Auth::TokenFile(file)));
     assert_guarded(&server).await;
     assert!(server.logs().contains("listening"), "{}", server.logs());
     assert!(!server.logs().contains(TOKEN));
@@ -118,28 +114,46 @@ async fn the_openapi_document_says_when_auth_is_required() {
 #[test]
 fn unusable_tokens_stop_the_server_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    let empty = dir.path().join("empty");
-    std::fs::write(&empty, "\n").unwrap();
-    let spaced = dir.path().join("spaced");
-    std::fs::write(&spaced, "two words\n").unwrap();
+    let write = |name: &str, content: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    };
+    let empty = write("empty", "\n");
+    let spaced = write("spaced", "two words-0123456789-0123456789-0123456789\n");
+    let short = write("short", "sh0rt-s3cret\n");
+    let good = write("good", TOKEN);
     let missing = dir.path().join("missing");
-    let both = dir.path().join("both");
-    std::fs::write(&both, TOKEN).unwrap();
+    let token_file = |path: &std::path::Path| {
+        launch()
+            .without_no_auth()
+            .arg("--auth-token-file")
+            .arg(path)
+    };
     let cases = [
-        (launch().arg("--auth-token-file").arg(&empty), "empty"),
-        (launch().arg("--auth-token-file").arg(&spaced), "whitespace"),
+        (token_file(&empty), "empty"),
+        (token_file(&spaced), "whitespace"),
+        (token_file(&short), "at least 32"),
+        (token_file(&missing), "cannot read"),
         (
-            launch().arg("--auth-token-file").arg(&missing),
-            "cannot read",
+            token_file(&good).env("ROBOT_SERVER_AUTH_TOKEN", TOKEN),
+            "both",
         ),
         (
             launch()
-                .arg("--auth-token-file")
-                .arg(&both)
-                .env("ROBOT_SERVER_AUTH_TOKEN", TOKEN),
-            "both",
+                .without_no_auth()
+                .env("ROBOT_SERVER_AUTH_TOKEN", ""),
+            "empty",
         ),
-        (launch().env("ROBOT_SERVER_AUTH_TOKEN", ""), "empty"),
+        (
+            launch()
+                .without_no_auth()
+                .env("ROBOT_SERVER_AUTH_TOKEN", "sh0rt-s3cret"),
+            "at least 32",
+        ),
+        // --no-auth (launch's default) with a token.
+        (launch().arg("--auth-token-file").arg(&good), "both set"),
+        (launch().env("ROBOT_SERVER_AUTH_TOKEN", TOKEN), "both set"),
     ];
     for (launch, needle) in cases {
         let exited = launch.run_to_exit();
@@ -149,7 +163,57 @@ fn unusable_tokens_stop_the_server_with_exit_2() {
             "{needle}: {}",
             exited.output
         );
-        assert!(!exited.output.contains(TOKEN), "{}", exited.output);
-        assert!(!exited.output.contains("two words"), "{}", exited.output);
+        for secret in [TOKEN, "two words", "sh0rt-s3cret"] {
+            assert!(!exited.output.contains(secret), "{}", exited.output);
+        }
     }
+}
+
+/// Fail closed: without a token the server serves no one unless told
+/// `--no-auth` in so many words, and says what to set in one line.
+#[test]
+fn without_a_token_or_no_auth_the_server_exits_2() {
+    let exited = launch().without_no_auth().run_to_exit();
+    assert_eq!(exited.code, Some(2), "{}", exited.output);
+    let lines: Vec<&str> = exited.output.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", exited.output);
+    let line: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    let message = line["message"].as_str().unwrap();
+    for needed in [
+        "--auth-token-file",
+        "ROBOT_SERVER_AUTH_TOKEN_FILE",
+        "ROBOT_SERVER_AUTH_TOKEN",
+        "--no-auth",
+        "ROBOT_SERVER_NO_AUTH=true",
+    ] {
+        assert!(message.contains(needed), "{needed}: {message}");
+    }
+    // The variable is a bool: true or false, nothing else.
+    let exited = launch()
+        .without_no_auth()
+        .env("ROBOT_SERVER_NO_AUTH", "false")
+        .run_to_exit();
+    assert_eq!(exited.code, Some(2), "{}", exited.output);
+    assert!(exited.output.contains("no auth token"), "{}", exited.output);
+    let exited = launch()
+        .without_no_auth()
+        .env("ROBOT_SERVER_NO_AUTH", "yes")
+        .run_to_exit();
+    assert_eq!(exited.code, Some(2), "{}", exited.output);
+}
+
+#[tokio::test]
+async fn no_auth_from_the_environment_serves_everyone() {
+    let server = launch()
+        .without_no_auth()
+        .env("ROBOT_SERVER_NO_AUTH", "true")
+        .start();
+    let raw = Raw::new(&server);
+    assert_eq!(
+        raw.call("POST", "/robots", Some(r#"{"name":"r","color":"c"}"#))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(raw.get("/v1/robots").await.status, 200);
 }

@@ -38,9 +38,11 @@ async fn every_flag_reads_its_environment_variable() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("robots.json");
     let token = dir.path().join("token");
-    std::fs::write(&token, "tok").unwrap();
+    let secret = "env-var-test-token-0123456789abcdef";
+    std::fs::write(&token, secret).unwrap();
     let server = launch()
         .without_listen()
+        .without_no_auth()
         .env("ROBOT_SERVER_LISTEN", "127.0.0.1:0")
         .env("ROBOT_SERVER_STATE_FILE", &state)
         .env("ROBOT_SERVER_AUTH_TOKEN_FILE", &token)
@@ -48,7 +50,7 @@ async fn every_flag_reads_its_environment_variable() {
         .env("ROBOT_SERVER_LOG_FORMAT", "json")
         .env("ROBOT_SERVER_LOG", "info,robot_server::access=debug")
         .start();
-    let raw = Raw::new(&server).with_token("tok");
+    let raw = Raw::new(&server).with_token(secret);
     assert_eq!(raw.get("/v1/robots").await.status, 200);
     assert_eq!(Raw::new(&server).get("/v1/robots").await.status, 401);
     assert!(state.exists());
@@ -77,6 +79,7 @@ fn help_names_every_environment_variable() {
         "ROBOT_SERVER_LISTEN",
         "ROBOT_SERVER_AUTH_TOKEN_FILE",
         "ROBOT_SERVER_AUTH_TOKEN",
+        "ROBOT_SERVER_NO_AUTH",
         "ROBOT_SERVER_STATE_FILE",
         "ROBOT_SERVER_REQUEST_TIMEOUT",
         "ROBOT_SERVER_LOG_FORMAT",

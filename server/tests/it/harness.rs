@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use robot_api::{AuthHeader, Robot, RobotClient};
-use robot_server::Config;
+use robot_server::{Auth, Config};
 use rustix::process::{Pid, Signal, kill_process};
 
 /// How long the server gets to start, answer or exit before a test fails.
@@ -46,7 +46,7 @@ pub trait Serving {
 
 /// The configuration tests start from: in memory, no auth.
 pub fn config() -> Config {
-    Config::new()
+    Config::new(Auth::None)
 }
 
 /// An in-process server with [`config`].
@@ -223,16 +223,18 @@ pub struct Launch {
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
     listen: bool,
+    no_auth: bool,
 }
 
-/// The binary on `127.0.0.1:0` (say otherwise with
-/// [`Launch::without_listen`]).
+/// The binary on `127.0.0.1:0` with `--no-auth` (say otherwise with
+/// [`Launch::without_listen`] and [`Launch::without_no_auth`]).
 pub fn launch() -> Launch {
     Launch {
         args: Vec::new(),
         // JSON unless a test says otherwise: the address is read from it.
         envs: vec![("ROBOT_SERVER_LOG_FORMAT".into(), "json".into())],
         listen: true,
+        no_auth: true,
     }
 }
 
@@ -258,10 +260,19 @@ impl Launch {
         self
     }
 
+    /// Leaves auth to the flags and environment under test.
+    pub fn without_no_auth(mut self) -> Self {
+        self.no_auth = false;
+        self
+    }
+
     fn command(&self) -> Command {
         let mut cmd = Command::new(BINARY);
         if self.listen {
             cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        if self.no_auth {
+            cmd.arg("--no-auth");
         }
         cmd.args(&self.args);
         // The developer's own settings must not leak into a test.
