@@ -1,11 +1,18 @@
-//! Optional bearer-token auth for the robot endpoints.
+//! Bearer-token auth for the robot endpoints.
 //!
 //! Only the token's SHA-256 digest is kept, and presented tokens are
 //! compared by digest in constant time: neither timing nor a memory dump
 //! nor a Debug print gives the token away.
+//!
+//! A token file is re-read while serving ([`watch_file`]): a new token is
+//! in force a poll after it is written, and the old one refused from then
+//! on; a new content that is not a usable token (or a file that cannot be
+//! read) leaves the token in force and is logged, without the content.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -114,6 +121,97 @@ impl BearerToken {
     }
 }
 
+/// The token in force, replaced when its file changes.
+pub(crate) struct TokenCell(RwLock<BearerToken>);
+
+impl TokenCell {
+    pub(crate) fn new(token: BearerToken) -> Self {
+        Self(RwLock::new(token))
+    }
+
+    fn get(&self) -> BearerToken {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts `token` in force; false when it already was.
+    fn replace(&self, token: BearerToken) -> bool {
+        let mut current = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if *current == token {
+            return false;
+        }
+        *current = token;
+        true
+    }
+}
+
+/// Re-reads the token file at `path` every `every`, for ever, and puts a
+/// changed token in force. Logs what it did, never the file's content.
+pub(crate) async fn watch_file(app: App, path: PathBuf, every: Duration) {
+    let Some(cell) = app.inner.auth_token.as_ref() else {
+        return;
+    };
+    let metrics = app.metrics();
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await; // The first tick is now: the file was just read.
+    // The digest of the content last seen, good or bad; the last problem
+    // reading the file, so that one that lasts is logged once.
+    let mut seen: Option<[u8; 32]> = None;
+    let mut problem: Option<String> = None;
+    loop {
+        ticks.tick().await;
+        let reading = path.clone();
+        let content = match tokio::task::spawn_blocking(move || read_token_file(&reading)).await {
+            Ok(content) => content,
+            Err(e) => {
+                tracing::warn!(error = %e, "the auth token file re-read failed");
+                continue;
+            }
+        };
+        let content = match content {
+            Ok(content) => {
+                problem = None;
+                content
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if problem.as_ref() != Some(&text) {
+                    tracing::warn!(error = %text, "cannot re-read the auth token file; the token in force stays");
+                    metrics.token_reload("unreadable");
+                    problem = Some(text);
+                }
+                continue;
+            }
+        };
+        let digest: [u8; 32] = Sha256::digest(&content).into();
+        if seen == Some(digest) {
+            continue;
+        }
+        seen = Some(digest);
+        match BearerToken::from_file_content(&path, &content) {
+            Ok(token) => {
+                if cell.replace(token) {
+                    tracing::info!(
+                        path = %path.display(),
+                        "the auth token file changed: its new token is in force, the previous one is refused"
+                    );
+                    metrics.token_reload("applied");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "the auth token file's new content is not a usable token; the token in force stays"
+                );
+                metrics.token_reload("invalid");
+            }
+        }
+    }
+}
+
 /// The bytes of a token file, up to a sane size.
 pub(crate) fn read_token_file(path: &Path) -> Result<Vec<u8>, TokenError> {
     use std::io::Read;
@@ -152,9 +250,10 @@ fn bearer_credentials(header: &[u8]) -> Option<&[u8]> {
     (!credentials.is_empty()).then_some(credentials)
 }
 
-/// Refuses requests without the configured token with 401.
+/// Refuses requests without the token in force with 401.
 pub async fn require_token(State(app): State<App>, request: Request, next: Next) -> Response {
-    if let Some(token) = &app.inner.auth_token {
+    if let Some(cell) = &app.inner.auth_token {
+        let token = cell.get();
         let presented = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
         if !presented.is_some_and(|h| token.accepts(h)) {
             return ApiError::unauthorized().into_response();

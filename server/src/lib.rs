@@ -30,6 +30,9 @@ pub use store::LoadError;
 /// The reference server's time limit for one request.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often a token file is re-read for a new token.
+pub const DEFAULT_TOKEN_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Who may use `/robots` and `/v1/robots`. There is no default: a server
 /// is given a token, or told in so many words that it needs none.
 #[derive(Clone, Debug)]
@@ -42,7 +45,9 @@ pub enum Auth {
     /// server (`ROBOT_SERVER_AUTH_TOKEN`).
     Token(BearerToken),
     /// `Authorization: Bearer` with the token in this file
-    /// (`--auth-token-file`).
+    /// (`--auth-token-file`), re-read every
+    /// [`token_poll_interval`](Config::token_poll_interval): replace the
+    /// file (atomically, as a Kubernetes Secret volume does) to rotate.
     TokenFile(PathBuf),
 }
 
@@ -55,6 +60,8 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     /// The longest a request may take, from its first header byte on.
     pub request_timeout: Duration,
+    /// How often an [`Auth::TokenFile`] is re-read.
+    pub token_poll_interval: Duration,
 }
 
 impl Config {
@@ -64,6 +71,7 @@ impl Config {
             auth,
             state_file: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            token_poll_interval: DEFAULT_TOKEN_POLL_INTERVAL,
         }
     }
 }
@@ -87,6 +95,8 @@ pub enum Error {
     Listener(#[source] std::io::Error),
     #[error("the request timeout must be more than zero")]
     ZeroTimeout,
+    #[error("the token poll interval must be more than zero")]
+    ZeroPollInterval,
 }
 
 impl Error {
@@ -94,7 +104,7 @@ impl Error {
     /// state file is configuration), 1 for anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::State(_) | Error::Token(_) | Error::ZeroTimeout => 2,
+            Error::State(_) | Error::Token(_) | Error::ZeroTimeout | Error::ZeroPollInterval => 2,
             Error::Bind { .. } | Error::Listener(_) => 1,
         }
     }
@@ -109,7 +119,7 @@ pub struct App {
 struct AppInner {
     store: store::Store,
     metrics: metrics::Metrics,
-    auth_token: Option<BearerToken>,
+    auth_token: Option<auth::TokenCell>,
     request_timeout: Duration,
     /// Set once shutdown starts, so `/readyz` can tell load balancers.
     draining: AtomicBool,
@@ -122,11 +132,15 @@ impl App {
         if config.request_timeout.is_zero() {
             return Err(Error::ZeroTimeout);
         }
+        if config.token_poll_interval.is_zero() {
+            return Err(Error::ZeroPollInterval);
+        }
         let auth_token = match &config.auth {
             Auth::None => None,
             Auth::Token(token) => Some(token.clone()),
             Auth::TokenFile(path) => Some(BearerToken::from_file(path)?),
-        };
+        }
+        .map(auth::TokenCell::new);
         let metrics = metrics::Metrics::new();
         let store = store::Store::open(
             config.state_file.as_deref(),

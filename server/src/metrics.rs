@@ -38,12 +38,18 @@ struct InFlightLabels {
     route: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     in_flight: Family<InFlightLabels, Gauge>,
     robots: Gauge,
+    token_reloads: Family<ReloadLabels, Counter>,
     /// Changes applied whose state file directory could not be fsynced.
     pub state_file_unsynced: Counter,
 }
@@ -81,6 +87,13 @@ impl Metrics {
             in_flight.clone(),
         );
         registry.register("robots_stored", "Robots in the store", robots.clone());
+        let token_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "auth_token_reloads",
+            "Re-reads of the auth token file that found something new: applied (a new token \
+             in force), invalid (not a usable token; the old one stays), unreadable",
+            token_reloads.clone(),
+        );
         let state_file_unsynced = Counter::default();
         registry.register(
             "state_file_unsynced_changes",
@@ -94,8 +107,16 @@ impl Metrics {
             latency,
             in_flight,
             robots,
+            token_reloads,
             state_file_unsynced,
         }
+    }
+
+    /// Counts a re-read of the token file that found something new.
+    pub fn token_reload(&self, result: &'static str) {
+        self.token_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
     }
 
     /// The OpenMetrics text of every metric, with `robots` robots stored.

@@ -11,7 +11,16 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::{App, Auth, Config, Error, routes};
+use crate::{App, Auth, Config, Error, auth, routes};
+
+/// A background task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Cloud Run gives a container 10 s after SIGTERM; leave a margin to exit.
 const DRAIN_LIMIT: Duration = Duration::from_secs(9);
@@ -38,6 +47,16 @@ pub async fn serve(
         robots = app.store().len(),
         "listening"
     );
+
+    // Stopped when serving ends, however it ends.
+    let _watch = match &config.auth {
+        Auth::TokenFile(path) => Some(AbortOnDrop(tokio::spawn(auth::watch_file(
+            app.clone(),
+            path.clone(),
+            config.token_poll_interval,
+        )))),
+        Auth::None | Auth::Token(_) => None,
+    };
 
     let router = routes::router(app.clone());
     let mut http = http1::Builder::new();

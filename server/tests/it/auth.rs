@@ -4,7 +4,10 @@
 use robot_api::{Error, Robot};
 use robot_server::{Auth, BearerToken, Config};
 
-use crate::harness::{Raw, Serving, TestServer, launch};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::harness::{PATIENCE, Raw, Serving, TestServer, blocking_get, launch, metric, wait_for};
 
 /// Distinctive, so that finding it in any output is a leak.
 const TOKEN: &str = "s3cr3t-T0ken_for.tests-0123456789abcdef";
@@ -72,6 +75,71 @@ async fn a_token_from_a_file_guards_the_robots() {
     assert_guarded(&server).await;
     assert!(server.logs().contains("listening"), "{}", server.logs());
     assert!(!server.logs().contains(TOKEN));
+}
+
+/// Writes `content` to `path` as a Kubernetes Secret volume (or `mv`)
+/// does: whole, by a rename.
+fn replace_file(path: &Path, content: &str) {
+    let temp = path.with_extension("new");
+    std::fs::write(&temp, content).unwrap();
+    std::fs::rename(&temp, path).unwrap();
+}
+
+/// A token file is re-read while serving: the new token works and the old
+/// one is refused soon after the file changes, without a restart; a bad
+/// new content keeps the token in force and is logged without itself.
+#[test]
+fn a_rotated_token_file_is_in_force_without_a_restart() {
+    let old = "first-R0tation-token-0123456789abcdef";
+    let new = "second-R0tation-token-0123456789abcdef";
+    let bad = "bad-R0tation-s3cret";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{old}\n")).unwrap();
+    let server = TestServer::start(Config {
+        token_poll_interval: Duration::from_millis(50),
+        ..Config::new(Auth::TokenFile(file.clone()))
+    });
+    let status = |token: &str| blocking_get(server.addr, "/v1/robots", Some(token)).0;
+    assert_eq!(status(old), 200);
+    assert_eq!(status(new), 401);
+
+    replace_file(&file, &format!("{new}\n"));
+    wait_for(PATIENCE, "the old token to be refused", || {
+        status(old) == 401
+    });
+    assert_eq!(status(new), 200);
+    let applied = r#"robot_server_auth_token_reloads_total{result="applied"}"#;
+    assert_eq!(metric(server.addr, applied), 1.0);
+
+    // Too short: not a token. The one in force stays.
+    replace_file(&file, bad);
+    let invalid = r#"robot_server_auth_token_reloads_total{result="invalid"}"#;
+    wait_for(PATIENCE, "the bad content to be read", || {
+        metric(server.addr, invalid) == 1.0
+    });
+    assert_eq!(status(new), 200);
+    assert_eq!(status(old), 401);
+    // Gone (a Secret being replaced): the same.
+    std::fs::remove_file(&file).unwrap();
+    let unreadable = r#"robot_server_auth_token_reloads_total{result="unreadable"}"#;
+    wait_for(PATIENCE, "the missing file to be noticed", || {
+        metric(server.addr, unreadable) == 1.0
+    });
+    assert_eq!(status(new), 200);
+
+    let logs = server.logs();
+    assert!(logs.contains("its new token is in force"), "{logs}");
+    assert!(logs.contains("not a usable token"), "{logs}");
+    assert!(
+        logs.contains("cannot re-read the auth token file"),
+        "{logs}"
+    );
+    let (_, metrics) = blocking_get(server.addr, "/metrics", None);
+    for secret in [old, new, bad] {
+        assert!(!logs.contains(secret), "{secret} in the logs:\n{logs}");
+        assert!(!metrics.contains(secret), "{secret} in the metrics");
+    }
 }
 
 #[tokio::test]
