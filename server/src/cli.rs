@@ -56,6 +56,17 @@ pub struct Args {
     #[arg(long, env = "ROBOT_SERVER_STATE_FILE", value_name = "PATH")]
     pub state_file: Option<PathBuf>,
 
+    /// Most connections served at once; more wait in the listen backlog
+    /// until one closes
+    #[arg(
+        long,
+        env = "ROBOT_SERVER_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = crate::DEFAULT_MAX_CONNECTIONS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub max_connections: usize,
+
     /// Longest time one request may take, e.g. 10s or 500ms
     #[arg(
         long,
@@ -144,6 +155,7 @@ impl Args {
         Ok(Config {
             state_file: self.state_file.clone(),
             request_timeout: self.request_timeout,
+            max_connections: self.max_connections,
             ..Config::new(auth)
         })
     }

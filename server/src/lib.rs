@@ -30,6 +30,9 @@ pub use store::LoadError;
 /// The reference server's time limit for one request.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections served at once, unless told otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
 /// How often a token file is re-read for a new token.
 pub const DEFAULT_TOKEN_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -62,6 +65,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How often an [`Auth::TokenFile`] is re-read.
     pub token_poll_interval: Duration,
+    /// Connections served at once; more wait in the listen backlog until
+    /// one closes. At least 1.
+    pub max_connections: usize,
 }
 
 impl Config {
@@ -72,6 +78,7 @@ impl Config {
             state_file: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             token_poll_interval: DEFAULT_TOKEN_POLL_INTERVAL,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -97,6 +104,8 @@ pub enum Error {
     ZeroTimeout,
     #[error("the token poll interval must be more than zero")]
     ZeroPollInterval,
+    #[error("the connection limit must be at least 1")]
+    ZeroMaxConnections,
 }
 
 impl Error {
@@ -104,7 +113,11 @@ impl Error {
     /// state file is configuration), 1 for anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::State(_) | Error::Token(_) | Error::ZeroTimeout | Error::ZeroPollInterval => 2,
+            Error::State(_)
+            | Error::Token(_)
+            | Error::ZeroTimeout
+            | Error::ZeroPollInterval
+            | Error::ZeroMaxConnections => 2,
             Error::Bind { .. } | Error::Listener(_) => 1,
         }
     }

@@ -50,6 +50,8 @@ pub struct Metrics {
     in_flight: Family<InFlightLabels, Gauge>,
     robots: Gauge,
     token_reloads: Family<ReloadLabels, Counter>,
+    connections: Gauge,
+    max_connections: Gauge,
     /// Changes applied whose state file directory could not be fsynced.
     pub state_file_unsynced: Counter,
 }
@@ -87,6 +89,18 @@ impl Metrics {
             in_flight.clone(),
         );
         registry.register("robots_stored", "Robots in the store", robots.clone());
+        let connections = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Connections being served now (new ones wait in the listen backlog at the limit)",
+            connections.clone(),
+        );
+        let max_connections = Gauge::default();
+        registry.register(
+            "connections_max",
+            "The most connections served at once (--max-connections)",
+            max_connections.clone(),
+        );
         let token_reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "auth_token_reloads",
@@ -108,8 +122,21 @@ impl Metrics {
             in_flight,
             robots,
             token_reloads,
+            connections,
+            max_connections,
             state_file_unsynced,
         }
+    }
+
+    pub fn set_max_connections(&self, max: usize) {
+        self.max_connections
+            .set(i64::try_from(max).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a connection as open until the guard is dropped.
+    pub fn connection_opened(&self) -> impl Drop + Send + 'static {
+        self.connections.inc();
+        Open(self.connections.clone())
     }
 
     /// Counts a re-read of the token file that found something new.
@@ -152,6 +179,15 @@ fn method_of(method: &Method) -> &'static str {
         Method::OPTIONS => "OPTIONS",
         Method::PATCH => "PATCH",
         _ => "other",
+    }
+}
+
+/// An open connection, counted until dropped.
+struct Open(Gauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

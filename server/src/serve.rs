@@ -1,8 +1,10 @@
-//! The listener: HTTP/1.1 connections with a header read timeout, and a
-//! graceful shutdown that finishes in-flight requests.
+//! The listener: at most `max_connections` HTTP/1.1 connections at once
+//! (more wait in the listen backlog, as mini-redis does it), a header read
+//! timeout, and a graceful shutdown that finishes in-flight requests.
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -10,6 +12,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::{App, Auth, Config, Error, auth, routes};
 
@@ -35,6 +38,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let app = App::new(&config)?;
+    if config.max_connections == 0 {
+        return Err(Error::ZeroMaxConnections);
+    }
     let address = listener.local_addr().map_err(Error::Listener)?;
     tracing::info!(
         %address,
@@ -65,7 +71,21 @@ pub async fn serve(
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
     let mut shutdown = pin!(shutdown);
+    // A connection holds a slot until it closes (an idle keep-alive one
+    // for at most the request timeout: the header read timeout covers the
+    // wait for the next request). With none free, nothing is accepted: new
+    // connections wait in the kernel's listen backlog.
+    let max = config.max_connections.min(Semaphore::MAX_PERMITS);
+    let slots = Arc::new(Semaphore::new(max));
+    app.metrics().set_max_connections(max);
     loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break, // Never closed.
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -86,10 +106,12 @@ pub async fn serve(
             TowerToHyperService::new(router.clone()),
         );
         let connection = graceful.watch(connection);
+        let open = app.metrics().connection_opened();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop((slot, open));
         });
     }
 
