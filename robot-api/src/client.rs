@@ -17,8 +17,9 @@ use crate::wire::{ErrorBody, InvalidRobot, Robot, RobotList, messages};
 /// The reference server gives each request 10 s; a client should not wait longer.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Answers larger than this are not read: a robot is far smaller.
-const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+/// Answers larger than this are not read: a robot is far smaller, and
+/// the server keeps a page of the listing within it.
+const MAX_RESPONSE_BYTES: usize = crate::wire::MAX_LIST_BYTES;
 
 /// Error messages quote at most this many bytes of anything a server
 /// sent (a body, an error message, a header), marked as cut: a server's

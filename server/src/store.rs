@@ -251,21 +251,39 @@ impl Store {
         self.read().len()
     }
 
-    /// Up to `limit` robots with names after `after`, in name order.
-    pub fn list(&self, after: Option<&str>, limit: usize) -> RobotList {
+    /// Up to `limit` robots with names after `after`, in name order, and
+    /// no more than fit in `max_bytes` of JSON (but always one, if any:
+    /// paging must go on); `next` is set whenever more follow.
+    pub fn list(&self, after: Option<&str>, limit: usize, max_bytes: usize) -> RobotList {
         let robots = self.read();
         let start = match after {
             Some(after) => Bound::Excluded(after),
             None => Bound::Unbounded,
         };
-        let mut page = robots.range::<str, _>((start, Bound::Unbounded));
-        let items: Vec<Robot> = page
-            .by_ref()
-            .take(limit)
-            .map(|(name, color)| Robot::new(name.clone(), color.clone()))
-            .collect();
-        let next = match (page.next(), items.last()) {
-            (Some(_), Some(last)) => Some(last.name.clone()),
+        // The page's JSON is `{"items":[A,B,...]}` or, when more follow,
+        // `{"items":[A,B,...],"next":"<B's name>"}`.
+        const FRAME: usize = r#"{"items":[]}"#.len();
+        const NEXT: usize = r#","next":"#.len();
+        let mut size = FRAME;
+        let mut items: Vec<Robot> = Vec::new();
+        let mut more = false;
+        for (name, color) in robots.range::<str, _>((start, Bound::Unbounded)) {
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            let item = json_len(&Entry { name, color }) + usize::from(!items.is_empty());
+            // Room for this one, and for naming it as `next`.
+            let with_next = size + item + NEXT + json_len(name);
+            if with_next > max_bytes && !items.is_empty() {
+                more = true;
+                break;
+            }
+            size += item;
+            items.push(Robot::new(name.clone(), color.clone()));
+        }
+        let next = match (more, items.last()) {
+            (true, Some(last)) => Some(last.name.clone()),
             _ => None,
         };
         RobotList { items, next }
@@ -507,6 +525,24 @@ impl StateFile {
     }
 }
 
+/// The length of `value` as compact JSON, counted without keeping it.
+fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    struct Count(usize);
+    impl Write for Count {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing strings to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// The robots as they will be after `change`, serialised without copying them.
 struct Snapshot<'a> {
     robots: &'a Robots,
@@ -687,7 +723,7 @@ pub(crate) mod tests {
     }
 
     fn all(store: &Store) -> Vec<Robot> {
-        store.list(None, usize::MAX).items
+        store.list(None, usize::MAX, usize::MAX).items
     }
 
     fn model_list(model: &Robots) -> Vec<Robot> {
@@ -718,14 +754,14 @@ pub(crate) mod tests {
                             prop_assert_eq!(outcome(&durable.change(change).await), expected);
                         }
                         Op::List { after, limit } => {
-                            let page = durable.list(after.as_deref(), limit);
+                            let page = durable.list(after.as_deref(), limit, usize::MAX);
                             let rest: Vec<Robot> = model_list(&model)
                                 .into_iter()
                                 .filter(|r| after.as_deref().is_none_or(|a| r.name.as_str() > a))
                                 .collect();
                             prop_assert_eq!(&page.items[..], &rest[..rest.len().min(limit)]);
                             prop_assert_eq!(page.next.is_some(), rest.len() > limit);
-                            prop_assert_eq!(page, memory.list(after.as_deref(), limit));
+                            prop_assert_eq!(page, memory.list(after.as_deref(), limit, usize::MAX));
                         }
                     }
                 }
@@ -738,30 +774,43 @@ pub(crate) mod tests {
             prop_assert_eq!(all(&reopened), model_list(&model));
         }
 
-        /// Paging through the listing visits every robot once, in order.
+        /// Paging through the listing visits every robot once, in order,
+        /// and a page's JSON is never over the byte limit (unless a single
+        /// robot is).
         #[test]
         fn paging_visits_everything_once(
-            names in prop::collection::btree_set(".{1,8}", 0..30),
+            robots in prop::collection::btree_map(".{1,8}", "\\PC{0,12}", 0..30),
             limit in 1usize..7,
+            max_bytes in prop_oneof![Just(usize::MAX), 0usize..200],
         ) {
             let store = Store::in_memory();
             block_on(async {
-                for n in &names {
-                    store.change(Change::Create(Robot::new(n.clone(), "c"))).await.unwrap();
+                for (n, c) in &robots {
+                    store.change(Change::Create(Robot::new(n.clone(), c.clone()))).await.unwrap();
                 }
             });
+            let names: Vec<String> = robots.keys().cloned().collect();
             let mut seen = Vec::new();
             let mut after: Option<String> = None;
             loop {
-                let page = store.list(after.as_deref(), limit);
+                let page = store.list(after.as_deref(), limit, max_bytes);
                 prop_assert!(page.items.len() <= limit);
+                let bytes = serde_json::to_vec(&page).unwrap().len();
+                prop_assert!(
+                    bytes <= max_bytes || page.items.len() == 1,
+                    "{} bytes over {}", bytes, max_bytes
+                );
+                prop_assert_eq!(
+                    page.next.as_ref(),
+                    page.items.last().map(|r| &r.name).filter(|last| Some(*last) != names.last())
+                );
                 seen.extend(page.items.into_iter().map(|r| r.name));
                 match page.next {
                     Some(next) => after = Some(next),
                     None => break,
                 }
             }
-            prop_assert_eq!(seen, names.into_iter().collect::<Vec<_>>());
+            prop_assert_eq!(seen, names);
         }
     }
 
