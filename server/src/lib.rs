@@ -9,6 +9,7 @@
 
 mod auth;
 pub mod cli;
+mod deadline;
 mod error;
 mod metrics;
 mod openapi;

@@ -54,6 +54,9 @@ pub struct Metrics {
     max_connections: Gauge,
     /// Changes applied whose state file directory could not be fsynced.
     pub state_file_unsynced: Counter,
+    /// Connections cut off because their client read nothing of an
+    /// answer for the request timeout.
+    pub write_timeouts: Counter,
 }
 
 /// Latency buckets from 50 µs to 10 s: requests served from memory take
@@ -108,6 +111,12 @@ impl Metrics {
              in force), invalid (not a usable token; the old one stays), unreadable",
             token_reloads.clone(),
         );
+        let write_timeouts = Counter::default();
+        registry.register(
+            "write_timeouts",
+            "Connections closed because the client read nothing of an answer for the request timeout",
+            write_timeouts.clone(),
+        );
         let state_file_unsynced = Counter::default();
         registry.register(
             "state_file_unsynced_changes",
@@ -125,6 +134,7 @@ impl Metrics {
             connections,
             max_connections,
             state_file_unsynced,
+            write_timeouts,
         }
     }
 

@@ -1,6 +1,8 @@
 //! The listener: at most `max_connections` HTTP/1.1 connections at once
 //! (more wait in the listen backlog, as mini-redis does it), a header read
-//! timeout, and a graceful shutdown that finishes in-flight requests.
+//! timeout, a write deadline (a client that reads nothing of its answer
+//! for the request timeout is cut off), and a graceful shutdown that
+//! finishes in-flight requests.
 
 use std::future::Future;
 use std::pin::pin;
@@ -14,6 +16,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::deadline::WriteDeadline;
 use crate::{App, Auth, Config, Error, auth, routes};
 
 /// A background task that ends with its owner.
@@ -101,6 +104,11 @@ pub async fn serve(
         };
         // Answers are small: send them at once rather than wait for more.
         let _ = stream.set_nodelay(true);
+        let stream = WriteDeadline::new(
+            stream,
+            config.request_timeout,
+            app.metrics().write_timeouts.clone(),
+        );
         let connection = http.serve_connection(
             TokioIo::new(stream),
             TowerToHyperService::new(router.clone()),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use robot_api::{Robot, RobotList};
 use robot_server::Config;
 
-use crate::harness::{PATIENCE, Raw, Serving, TestServer, config, read_answer};
+use crate::harness::{PATIENCE, Raw, Serving, TestServer, config, metric, read_answer, wait_for};
 
 /// A page of `GET /v1/robots` is at most this large: what robot-api's
 /// client reads.
@@ -111,4 +111,57 @@ async fn a_page_stops_at_1_mib_and_paging_goes_on() {
         }
     }
     assert_eq!(seen, robots);
+}
+
+/// A client that sends requests but never reads the answers cannot keep
+/// its connection: once the server's writes make no progress for the
+/// request timeout, the connection is closed.
+#[tokio::test]
+async fn a_client_that_does_not_read_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(Config {
+        state_file: Some(state_file_with(dir.path(), &large_robots(800))),
+        request_timeout: Duration::from_secs(1),
+        ..config()
+    });
+    let addr = server.addr;
+    let open = move || metric(addr, "robot_server_connections_open");
+    // A small receive window, and 16 pages of about 1 MiB asked for at
+    // once: far more than the kernel buffers between the two hold.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut reader = socket.connect(addr).await.unwrap();
+    let requests = "GET /v1/robots?limit=10000 HTTP/1.1\r\nHost: x\r\n\r\n".repeat(16);
+    reader.write_all(requests.as_bytes()).await.unwrap();
+    // The metrics request's own connection, and the stalled one.
+    assert_eq!(open(), 2.0);
+
+    tokio::task::spawn_blocking(move || {
+        wait_for(PATIENCE, "the stalled connection to be closed", || {
+            open() == 1.0
+        });
+    })
+    .await
+    .unwrap();
+    assert_eq!(metric(addr, "robot_server_write_timeouts_total"), 1.0);
+
+    // What was in the buffers, then the end: not 16 answers.
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, reader.read_to_end(&mut received)).await;
+    match read {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+        Err(_) => panic!("the connection is still open"),
+    }
+    assert!(
+        received.len() < 16 * MAX_PAGE_BYTES / 2,
+        "{} bytes",
+        received.len()
+    );
+    let answers = received
+        .windows(15)
+        .filter(|w| w == b"HTTP/1.1 200 OK")
+        .count();
+    assert!(answers < 16, "{answers} answers");
 }
