@@ -186,6 +186,28 @@ mod tests {
         Args::try_parse_from(std::iter::once("robot-server").chain(flags.iter().copied())).unwrap()
     }
 
+    /// Platforms configure containers through the environment: no flag
+    /// may be without its variable.
+    #[test]
+    fn every_flag_has_an_env_var() {
+        let cmd = command();
+        let subcommands = cmd.get_subcommands().flat_map(|s| s.get_arguments());
+        let mut seen = 0;
+        for arg in cmd.get_arguments().chain(subcommands) {
+            if matches!(arg.get_id().as_str(), "help" | "version") {
+                continue;
+            }
+            let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_default();
+            assert!(
+                env.starts_with("ROBOT_SERVER_"),
+                "--{} has no ROBOT_SERVER_ env var",
+                arg.get_id()
+            );
+            seen += 1;
+        }
+        assert!(seen >= 8, "only {seen} flags");
+    }
+
     #[test]
     fn a_token_or_no_auth_is_required() {
         let err = args(&[]).config(None).unwrap_err();
