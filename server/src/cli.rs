@@ -250,6 +250,15 @@ mod tests {
         assert!(matches!(err, ConfigError::BothTokens), "{err}");
     }
 
+    /// A panic or a debug log of the configuration shows no token.
+    #[test]
+    fn a_config_never_prints_its_token() {
+        let config = args(&["--state-file", "/s"]).config(Some(TOKEN)).unwrap();
+        let text = format!("{config:?}");
+        assert!(!text.contains(TOKEN), "{text}");
+        assert!(text.contains("redacted"), "{text}");
+    }
+
     #[test]
     fn short_tokens_are_refused_without_showing_them() {
         let err = args(&[]).config(Some("tiny-s3cret")).unwrap_err();
