@@ -62,7 +62,9 @@ pub struct Config {
     pub auth: Auth,
     /// When set, robots survive restarts in this file.
     pub state_file: Option<PathBuf>,
-    /// The longest a request may take, from its first header byte on.
+    /// The longest a request may take, from its first header byte on;
+    /// also the longest a write to a client may wait without progress,
+    /// and an idle keep-alive connection's wait for its next request.
     pub request_timeout: Duration,
     /// How often an [`Auth::TokenFile`] is re-read.
     pub token_poll_interval: Duration,
