@@ -17,11 +17,14 @@ use crate::wire::{ErrorBody, InvalidRobot, Robot, RobotList, messages};
 /// The reference server gives each request 10 s; a client should not wait longer.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Answers larger than this are not read: a robot is far smaller.
-const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+/// Answers larger than this are not read: a robot is far smaller, and
+/// the server keeps a page of the listing within it.
+const MAX_RESPONSE_BYTES: usize = crate::wire::MAX_LIST_BYTES;
 
-/// Error messages quote at most this much of a server's answer.
-const MAX_QUOTED_BYTES: usize = 200;
+/// Error messages quote at most this many bytes of anything a server
+/// sent (a body, an error message, a header), marked as cut: a server's
+/// answer is not ours to fill logs and conditions with.
+pub const MAX_QUOTED_BYTES: usize = 512;
 
 /// Everything that can go wrong talking to a robot server. Messages name
 /// the operation and endpoint, never a credential.
@@ -159,6 +162,10 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .redirect(reqwest::redirect::Policy::none())
+        // reqwest follows HTTP_PROXY, HTTPS_PROXY and ALL_PROXY unless told
+        // not to: a robot server is on a private network, and a proxy
+        // would see every robot and the bearer token.
+        .no_proxy()
         .user_agent(concat!("robot-api/", env!("CARGO_PKG_VERSION")))
         .build()
         // Building fails only when the TLS backend cannot initialise, which
@@ -351,12 +358,11 @@ impl RobotClient {
             .map_err(|source| Error::Transport { op, source })?;
         let status = resp.status();
         if status.is_redirection() {
-            let location = resp
+            let location = cut(resp
                 .headers()
                 .get(LOCATION)
                 .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
+                .unwrap_or(""));
             return Err(Error::Redirected { op, location });
         }
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
@@ -423,9 +429,10 @@ async fn decode<T: serde::de::DeserializeOwned>(
     resp: Response,
 ) -> Result<T, Error> {
     let body = read_limited(op, resp).await?;
+    // serde quotes what it found (a long string, say): cut it too.
     serde_json::from_slice(&body).map_err(|e| Error::Decode {
         op,
-        reason: e.to_string(),
+        reason: cut(&e.to_string()),
     })
 }
 
@@ -447,7 +454,7 @@ async fn failure(op: &'static str, resp: Response) -> Error {
     let status = resp.status().as_u16();
     let message = match read_limited(op, resp).await {
         Ok(body) => match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(e) => e.error,
+            Ok(e) => cut(&e.error),
             Err(_) => quote(&body),
         },
         Err(e) => e.to_string(),
@@ -459,18 +466,28 @@ async fn failure(op: &'static str, resp: Response) -> Error {
     }
 }
 
+/// A body as text for an error message, trimmed and [cut](cut).
 fn quote(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    match text.char_indices().nth(MAX_QUOTED_BYTES) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text.to_owned(),
+    cut(String::from_utf8_lossy(body).trim())
+}
+
+/// `text` whole when it is at most [`MAX_QUOTED_BYTES`], else its first
+/// bytes up to a character boundary and a note that it was cut.
+pub(crate) fn cut(text: &str) -> String {
+    if text.len() <= MAX_QUOTED_BYTES {
+        return text.to_owned();
     }
+    let mut end = MAX_QUOTED_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... (cut: {} bytes in all)", &text[..end], text.len())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn client(endpoint: &str) -> Result<RobotClient, Error> {
         RobotClient::new(reqwest::Client::new(), endpoint, None)
@@ -513,8 +530,176 @@ mod tests {
 
     #[test]
     fn long_answers_are_quoted_briefly() {
+        // Two bytes a character: the cut falls on a character boundary.
         let q = quote("é".repeat(500).as_bytes());
-        assert_eq!(q.chars().count(), MAX_QUOTED_BYTES + 3);
+        assert!(q.starts_with(&"é".repeat(MAX_QUOTED_BYTES / 2)), "{q}");
+        assert!(q.ends_with("... (cut: 1000 bytes in all)"), "{q}");
+        let q = cut(&format!("x{}", "é".repeat(500)));
+        assert!(q.starts_with(&format!("x{}...", "é".repeat(255))), "{q}");
+        assert_eq!(cut("short"), "short");
+        assert_eq!(
+            cut(&"a".repeat(MAX_QUOTED_BYTES)),
+            "a".repeat(MAX_QUOTED_BYTES)
+        );
+    }
+
+    /// Every error that quotes the server's answer quotes at most
+    /// [`MAX_QUOTED_BYTES`] of it, marked as cut.
+    #[tokio::test]
+    async fn errors_quote_at_most_512_bytes_of_an_answer() {
+        async fn answer(status: &'static str, headers: String, body: String) -> RobotClient {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            tokio::spawn(async move {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = conn.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "connection closed mid-request");
+                    head.extend_from_slice(&buf[..n]);
+                }
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                conn.write_all(reply.as_bytes()).await.unwrap();
+            });
+            // Ours: it does not follow the redirect.
+            let http = http_client(Duration::from_secs(5));
+            RobotClient::new(http, &format!("http://127.0.0.1:{port}"), None).unwrap()
+        }
+        let long = "L".repeat(100_000);
+        let json_error = serde_json::to_string(&ErrorBody {
+            error: long.clone(),
+        })
+        .unwrap();
+        let cases = [
+            answer("500 Internal Server Error", String::new(), json_error).await,
+            answer("503 Service Unavailable", String::new(), long.clone()).await,
+            answer("404 Not Found", String::new(), long.clone()).await,
+            // Not a robot: serde quotes the string it found.
+            answer("200 OK", String::new(), format!("\"{long}\"")).await,
+            answer(
+                "302 Found",
+                format!("location: http://elsewhere/{}\r\n", "L".repeat(5000)),
+                String::new(),
+            )
+            .await,
+        ];
+        for c in cases {
+            let err = c.get("r").await.unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.len() < MAX_QUOTED_BYTES + 200,
+                "{} bytes: {text:.600}",
+                text.len()
+            );
+            assert!(text.contains("(cut: "), "{text:.600}");
+            assert!(text.contains(&"L".repeat(400)), "{text:.600}");
+            if let Error::Status { message, .. } = &err {
+                assert!(message.len() < MAX_QUOTED_BYTES + 50, "{message:.600}");
+            }
+        }
+    }
+
+    /// Where the child of [`proxy_variables_are_ignored`] finds the server.
+    const PROXY_CHILD_SERVER: &str = "ROBOT_API_TEST_PROXY_CHILD_SERVER";
+
+    /// Answers each connection's first request with `reply`, counting them.
+    fn answer_all(listener: std::net::TcpListener, reply: &'static str) -> Arc<AtomicUsize> {
+        use std::io::{Read, Write};
+        let count = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&count);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { break };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        count
+    }
+
+    /// HTTP_PROXY and friends are not followed: the request goes straight
+    /// to the server even with every proxy variable pointing elsewhere.
+    /// The variables are set for a child process (this test binary running
+    /// [`proxy_child`]), since setting them here would race other threads.
+    #[test]
+    fn proxy_variables_are_ignored() {
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server_addr = server.local_addr().unwrap();
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+        let served = answer_all(
+            server,
+            "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 27\r\nconnection: close\r\n\r\n{\"error\":\"Robot not found\"}",
+        );
+        let proxied = answer_all(
+            proxy,
+            "HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        );
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args(["--exact", "client::tests::proxy_child", "--ignored"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(PROXY_CHILD_SERVER, server_addr.to_string())
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy");
+        for var in [
+            "HTTP_PROXY",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            child.env(var, &proxy_url);
+        }
+        let output = child.output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stdout}\n{stderr}");
+        assert!(
+            stdout.contains("1 passed"),
+            "the child ran no test: {stdout}"
+        );
+        assert_eq!(
+            proxied.load(Ordering::SeqCst),
+            0,
+            "a request went to the proxy"
+        );
+        assert_eq!(served.load(Ordering::SeqCst), 1);
+    }
+
+    /// The child half of [`proxy_variables_are_ignored`]; does nothing
+    /// when run on its own.
+    #[test]
+    #[ignore = "run by proxy_variables_are_ignored, with proxy variables set"]
+    fn proxy_child() {
+        let Ok(server) = std::env::var(PROXY_CHILD_SERVER) else {
+            return;
+        };
+        let c = RobotClient::new(
+            http_client(Duration::from_secs(5)),
+            &format!("http://{server}"),
+            None,
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        assert_eq!(runtime.block_on(c.get("r")).unwrap(), None);
     }
 
     /// An authorizer that hands out a fixed header and records what it was

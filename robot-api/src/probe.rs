@@ -42,11 +42,7 @@ pub fn healthz(listen: SocketAddr, timeout: Duration) -> Result<(), String> {
         }
     }
     let status_line = String::from_utf8_lossy(&head);
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("no answer")
-        .to_owned();
+    let status = crate::client::cut(status_line.split_whitespace().nth(1).unwrap_or("no answer"));
     if status == "200" {
         Ok(())
     } else {
@@ -86,6 +82,16 @@ mod tests {
         let sick = serve_once("HTTP/1.1 503 Service Unavailable\r\n\r\n");
         let err = healthz(sick, Duration::from_secs(2)).unwrap_err();
         assert!(err.ends_with(": 503"), "{err}");
+    }
+
+    #[test]
+    fn a_long_status_is_quoted_cut() {
+        let odd = serve_once(Box::leak(
+            format!("HTTP/1.1 {}\r\n\r\n", "9".repeat(3000)).into_boxed_str(),
+        ));
+        let err = healthz(odd, Duration::from_secs(2)).unwrap_err();
+        assert!(err.len() < 700, "{} bytes: {err:.700}", err.len());
+        assert!(err.ends_with("(cut: 3000 bytes in all)"), "{err:.700}");
     }
 
     #[test]

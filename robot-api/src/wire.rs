@@ -13,6 +13,11 @@ pub const MAX_COLOR_BYTES: usize = 1024;
 /// Largest request body the server reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Largest page of `GET /v1/robots`, as JSON: the server stops adding
+/// robots before a page would grow past it (and gives `next`), and the
+/// client reads no larger answer.
+pub const MAX_LIST_BYTES: usize = 1024 * 1024;
+
 /// A robot as the reference server stores it: `{"name": "...", "color": "..."}`.
 ///
 /// Read as Go's `encoding/json` reads it for the reference server: unknown

@@ -1,13 +1,13 @@
-//! `robot-server`: flags and environment to a [`Config`], then serve until
-//! SIGTERM or SIGINT.
+//! `robot-server`: flags and environment to a [`Config`](robot_server::Config),
+//! bind, then serve until SIGTERM or SIGINT.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use robot_server::cli::{Args, Command, TOKEN_ENV};
-use robot_server::{BearerToken, Config, DEFAULT_LISTEN};
+use robot_server::Error;
+use robot_server::cli::{Args, Command, PORT_ENV, TOKEN_ENV};
+use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Exit code for flags and configuration that cannot work.
@@ -15,17 +15,24 @@ const BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let port = std::env::var(PORT_ENV).ok();
     if let Some(Command::Healthcheck) = args.command {
-        return healthcheck(&args);
+        return healthcheck(&args, port.as_deref());
     }
     if let Err(e) = robot_logging::init(args.log_format, &args.log_filter) {
         eprintln!("robot-server: {e}");
         return ExitCode::from(BAD_CONFIG);
     }
-    let config = match config(&args) {
-        Ok(config) => config,
-        Err(message) => {
-            tracing::error!("{message}");
+    // Read once: a token given as a variable cannot change while serving.
+    let token = std::env::var(TOKEN_ENV).ok();
+    let settings = args
+        .listen_addr(port.as_deref())
+        .and_then(|listen| Ok((listen, args.config(token.as_deref())?)));
+    drop(token);
+    let (listen, config) = match settings {
+        Ok(settings) => settings,
+        Err(e) => {
+            tracing::error!("{e}");
             return ExitCode::from(BAD_CONFIG);
         }
     };
@@ -47,7 +54,14 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match robot_server::serve(config, shutdown).await {
+        let served = match TcpListener::bind(listen).await {
+            Ok(listener) => robot_server::serve(listener, config, shutdown).await,
+            Err(source) => Err(Error::Bind {
+                addr: listen,
+                source,
+            }),
+        };
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");
@@ -57,9 +71,11 @@ fn main() -> ExitCode {
     })
 }
 
-fn healthcheck(args: &Args) -> ExitCode {
-    let probed =
-        listen_addr(args).and_then(|addr| robot_api::probe::healthz(addr, Duration::from_secs(3)));
+fn healthcheck(args: &Args, port: Option<&str>) -> ExitCode {
+    let probed = args
+        .listen_addr(port)
+        .map_err(|e| e.to_string())
+        .and_then(|addr| robot_api::probe::healthz(addr, Duration::from_secs(3)));
     match probed {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -67,37 +83,6 @@ fn healthcheck(args: &Args) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// `--listen`, else `0.0.0.0:$PORT`, else the default.
-fn listen_addr(args: &Args) -> Result<SocketAddr, String> {
-    Ok(match (args.listen, std::env::var("PORT")) {
-        (Some(listen), _) => listen,
-        (None, Ok(port)) => {
-            let port: u16 = port
-                .trim()
-                .parse()
-                .map_err(|_| format!("PORT={port:?} is not a port number"))?;
-            SocketAddr::from(([0, 0, 0, 0], port))
-        }
-        (None, Err(_)) => DEFAULT_LISTEN
-            .parse()
-            .map_err(|e| format!("default listen address: {e}"))?,
-    })
-}
-
-fn config(args: &Args) -> Result<Config, String> {
-    let listen = listen_addr(args)?;
-    let token_value = std::env::var(TOKEN_ENV).ok();
-    let auth_token =
-        BearerToken::from_sources(args.auth_token_file.as_deref(), token_value.as_deref())
-            .map_err(|e| e.to_string())?;
-    Ok(Config {
-        listen,
-        auth_token,
-        state_file: args.state_file.clone(),
-        request_timeout: args.request_timeout,
-    })
 }
 
 /// Completes on the first SIGTERM or SIGINT. Registered before serving, so

@@ -38,12 +38,25 @@ struct InFlightLabels {
     route: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     in_flight: Family<InFlightLabels, Gauge>,
     robots: Gauge,
+    token_reloads: Family<ReloadLabels, Counter>,
+    connections: Gauge,
+    max_connections: Gauge,
+    /// Changes applied whose state file directory could not be fsynced.
+    pub state_file_unsynced: Counter,
+    /// Connections cut off because their client read nothing of an
+    /// answer for the request timeout.
+    pub write_timeouts: Counter,
 }
 
 /// Latency buckets from 50 µs to 10 s: requests served from memory take
@@ -79,13 +92,68 @@ impl Metrics {
             in_flight.clone(),
         );
         registry.register("robots_stored", "Robots in the store", robots.clone());
+        let connections = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Connections being served now (new ones wait in the listen backlog at the limit)",
+            connections.clone(),
+        );
+        let max_connections = Gauge::default();
+        registry.register(
+            "connections_max",
+            "The most connections served at once (--max-connections)",
+            max_connections.clone(),
+        );
+        let token_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "auth_token_reloads",
+            "Re-reads of the auth token file that found something new: applied (a new token \
+             in force), invalid (not a usable token; the old one stays), unreadable",
+            token_reloads.clone(),
+        );
+        let write_timeouts = Counter::default();
+        registry.register(
+            "write_timeouts",
+            "Connections closed because the client read nothing of an answer for the request timeout",
+            write_timeouts.clone(),
+        );
+        let state_file_unsynced = Counter::default();
+        registry.register(
+            "state_file_unsynced_changes",
+            "Changes saved to the state file and applied whose directory fsync failed \
+             after the rename: on disk, but they may not survive a power loss",
+            state_file_unsynced.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
             in_flight,
             robots,
+            token_reloads,
+            connections,
+            max_connections,
+            state_file_unsynced,
+            write_timeouts,
         }
+    }
+
+    pub fn set_max_connections(&self, max: usize) {
+        self.max_connections
+            .set(i64::try_from(max).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a connection as open until the guard is dropped.
+    pub fn connection_opened(&self) -> impl Drop + Send + 'static {
+        self.connections.inc();
+        Open(self.connections.clone())
+    }
+
+    /// Counts a re-read of the token file that found something new.
+    pub fn token_reload(&self, result: &'static str) {
+        self.token_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
     }
 
     /// The OpenMetrics text of every metric, with `robots` robots stored.
@@ -121,6 +189,15 @@ fn method_of(method: &Method) -> &'static str {
         Method::OPTIONS => "OPTIONS",
         Method::PATCH => "PATCH",
         _ => "other",
+    }
+}
+
+/// An open connection, counted until dropped.
+struct Open(Gauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -5,7 +5,7 @@
 //! below mirror `robot_api::wire`; the schemathesis CI step and the
 //! integration tests check the server against this document.
 
-use robot_api::wire::{MAX_COLOR_BYTES, MAX_NAME_BYTES};
+use robot_api::wire::{MAX_COLOR_BYTES, MAX_LIST_BYTES, MAX_NAME_BYTES};
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{
@@ -374,6 +374,10 @@ fn list_robots() -> OperationBuilder {
     OperationBuilder::new()
         .operation_id(Some("listRobots"))
         .summary(Some("List robots, ordered by name, a page at a time"))
+        .description(Some(format!(
+            "A page holds at most `limit` robots and at most {MAX_LIST_BYTES} bytes of JSON, \
+             so it may hold fewer than `limit` while more follow: go on while `next` is given."
+        )))
         .tag(ROBOTS_TAG)
         .parameter(limit)
         .parameter(after)

@@ -19,7 +19,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use percent_encoding::percent_decode_str;
 use robot_api::Robot;
-use robot_api::wire::{MAX_BODY_BYTES, validate_name};
+use robot_api::wire::{MAX_BODY_BYTES, MAX_LIST_BYTES, validate_name};
 use serde::Serialize;
 
 use crate::App;
@@ -147,7 +147,10 @@ async fn list_robots(State(app): State<App>, method: Method, request: Request) -
         Ok(after) => after,
         Err(e) => return e.into_response(),
     };
-    json(StatusCode::OK, &app.store().list(after.as_deref(), limit))
+    // A page stops short of `limit` rather than grow past 1 MiB: the
+    // client follows `next`.
+    let page = app.store().list(after.as_deref(), limit, MAX_LIST_BYTES);
+    json(StatusCode::OK, &page)
 }
 
 #[derive(Serialize)]

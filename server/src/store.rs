@@ -1,18 +1,29 @@
 //! The robots, in memory and optionally in a state file.
 //!
-//! With a state file every change is written durably before it is visible:
-//! the whole set goes to a temporary file, which is fsynced, renamed over
-//! the state file, and the directory fsynced. A crash at any point leaves
-//! either the old or the new state file, never a torn one; a temporary
-//! file left behind is overwritten by the next change.
+//! With a state file every change is written before it is visible: the
+//! whole set goes to a temporary file of a unique name in the same
+//! directory (created with `O_EXCL | O_NOFOLLOW`, mode 0600), which is
+//! fsynced, renamed over the state file, and the directory fsynced. A
+//! crash at any point leaves either the old or the new state file, never
+//! a torn one; temporary files a crash left behind are removed at the
+//! next start.
+//!
+//! A failure before the rename changes nothing, and is answered so. Once
+//! the rename is done the file holds the change, so a failed directory
+//! fsync after it is not "nothing changed": the change is applied and
+//! answered as done, and logged and counted as of unknown durability (it
+//! may not survive a power loss).
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::ops::Bound;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use prometheus_client::metrics::counter::Counter;
 use robot_api::{Robot, RobotList};
 use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
@@ -20,6 +31,9 @@ use serde::{Deserialize, Serialize};
 /// Written into the state file so a stray JSON file is not mistaken for one.
 const FORMAT: &str = "robot-server-state";
 const VERSION: u32 = 1;
+
+/// Temporary files are `.<state file name>.<random>.tmp`.
+const TEMP_SUFFIX: &str = ".tmp";
 
 /// Why the state file cannot be used at start-up. Each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -138,54 +152,77 @@ pub struct Store {
 struct Inner {
     robots: RwLock<Robots>,
     state: Option<StateFile>,
+    /// Changes applied whose directory fsync failed after the rename.
+    unsynced: Counter,
 }
 
 /// The durable copy, and the lock that keeps it to one writer at a time.
 struct StateFile {
     path: PathBuf,
-    temp: PathBuf,
     dir: PathBuf,
+    /// `.<file name>.`: what temporary files' names start with.
+    temp_prefix: OsString,
     /// Held for the life of the process: another server on the same file
     /// would overwrite our changes.
     _lock: File,
     /// Taken for a whole change (check, write, apply), so changes are
     /// written in the order they become visible.
     turn: Mutex<()>,
+    /// A failure to inject at the next write (tests only).
+    #[cfg(test)]
+    fault: Mutex<Option<tests::Fault>>,
+}
+
+/// How far a write got.
+enum Written {
+    /// The new state is on disk, rename and all.
+    Durable,
+    /// The file holds the new state, but the directory fsync after the
+    /// rename failed: the rename may not survive a power loss.
+    Unsynced(io::Error),
 }
 
 impl Store {
     /// An empty store that forgets everything on exit, like the reference.
+    #[cfg(test)]
     pub fn in_memory() -> Self {
-        Self::with(Robots::new(), None)
+        Self::with(Robots::new(), None, Counter::default())
     }
 
     /// A store kept in `path` when given, else in memory. A missing file
     /// starts empty; a file that is not a whole state file is an error.
-    pub fn open(path: Option<&Path>) -> Result<Self, LoadError> {
+    /// `unsynced` counts the changes of unknown durability.
+    pub fn open(path: Option<&Path>, unsynced: Counter) -> Result<Self, LoadError> {
         let Some(path) = path else {
-            return Ok(Self::in_memory());
+            return Ok(Self::with(Robots::new(), None, unsynced));
         };
         let state = StateFile::lock(path)?;
+        state.remove_leftovers();
         let robots = state.load()?;
-        // Written back at once: proves the directory is writable before
-        // the first client's change depends on it.
-        state
-            .write(&Snapshot {
-                robots: &robots,
-                change: None,
-            })
-            .map_err(|source| LoadError::Write {
-                path: path.to_owned(),
-                source,
-            })?;
-        Ok(Self::with(robots, Some(state)))
+        // Written back at once: proves the directory is writable (and
+        // syncable) before the first client's change depends on it.
+        let written = state.write(&Snapshot {
+            robots: &robots,
+            change: None,
+        });
+        match written {
+            Ok(Written::Durable) => {}
+            Ok(Written::Unsynced(source)) | Err(source) => {
+                return Err(LoadError::Write {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+        Ok(Self::with(robots, Some(state), unsynced))
     }
 
-    fn with(robots: Robots, state: Option<StateFile>) -> Self {
+    fn with(robots: Robots, state: Option<StateFile>, unsynced: Counter) -> Self {
         Self {
             inner: Arc::new(Inner {
                 robots: RwLock::new(robots),
                 state,
+                unsynced,
             }),
         }
     }
@@ -214,21 +251,39 @@ impl Store {
         self.read().len()
     }
 
-    /// Up to `limit` robots with names after `after`, in name order.
-    pub fn list(&self, after: Option<&str>, limit: usize) -> RobotList {
+    /// Up to `limit` robots with names after `after`, in name order, and
+    /// no more than fit in `max_bytes` of JSON (but always one, if any:
+    /// paging must go on); `next` is set whenever more follow.
+    pub fn list(&self, after: Option<&str>, limit: usize, max_bytes: usize) -> RobotList {
         let robots = self.read();
         let start = match after {
             Some(after) => Bound::Excluded(after),
             None => Bound::Unbounded,
         };
-        let mut page = robots.range::<str, _>((start, Bound::Unbounded));
-        let items: Vec<Robot> = page
-            .by_ref()
-            .take(limit)
-            .map(|(name, color)| Robot::new(name.clone(), color.clone()))
-            .collect();
-        let next = match (page.next(), items.last()) {
-            (Some(_), Some(last)) => Some(last.name.clone()),
+        // The page's JSON is `{"items":[A,B,...]}` or, when more follow,
+        // `{"items":[A,B,...],"next":"<B's name>"}`.
+        const FRAME: usize = r#"{"items":[]}"#.len();
+        const NEXT: usize = r#","next":"#.len();
+        let mut size = FRAME;
+        let mut items: Vec<Robot> = Vec::new();
+        let mut more = false;
+        for (name, color) in robots.range::<str, _>((start, Bound::Unbounded)) {
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            let item = json_len(&Entry { name, color }) + usize::from(!items.is_empty());
+            // Room for this one, and for naming it as `next`.
+            let with_next = size + item + NEXT + json_len(name);
+            if with_next > max_bytes && !items.is_empty() {
+                more = true;
+                break;
+            }
+            size += item;
+            items.push(Robot::new(name.clone(), color.clone()));
+        }
+        let next = match (more, items.last()) {
+            (true, Some(last)) => Some(last.name.clone()),
             _ => None,
         };
         RobotList { items, next }
@@ -262,7 +317,7 @@ impl Store {
             return self.change_in_memory(change);
         };
         let _turn = state.turn.lock().unwrap_or_else(PoisonError::into_inner);
-        {
+        let written = {
             // Readers go on meanwhile and see the old state until the new
             // one is on disk.
             let robots = self.read();
@@ -275,9 +330,20 @@ impl Store {
                 .map_err(|source| StoreError::Persist {
                     path: state.path.clone(),
                     source,
-                })?;
-        }
+                })?
+        };
+        // Renamed: the file holds the change, so memory must too, whatever
+        // the directory sync said.
         change.apply(&mut self.write());
+        if let Written::Unsynced(error) = written {
+            self.inner.unsynced.inc();
+            tracing::error!(
+                path = %state.path.display(),
+                %error,
+                "a change was saved to the state file and applied, but the directory \
+                 could not be synced after the rename: it may not survive a power loss"
+            );
+        }
         Ok(())
     }
 }
@@ -302,6 +368,7 @@ impl StateFile {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&lock_path)
             .map_err(|source| LoadError::Write {
                 path: lock_path.clone(),
@@ -322,13 +389,50 @@ impl StateFile {
                 });
             }
         }
+        let mut temp_prefix = OsString::from(".");
+        temp_prefix.push(file_name);
+        temp_prefix.push(".");
         Ok(Self {
             path: path.to_owned(),
-            temp: sibling(".tmp"),
             dir,
+            temp_prefix,
             _lock: lock,
             turn: Mutex::new(()),
+            #[cfg(test)]
+            fault: Mutex::new(None),
         })
+    }
+
+    /// Removes the temporary files a crash left (and the fixed-name one
+    /// of earlier versions). Only while holding the lock: no other server
+    /// is writing one.
+    fn remove_leftovers(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return; // Reading the state file will say what is wrong.
+        };
+        let mut legacy = self.path.file_name().unwrap_or_default().to_owned();
+        legacy.push(TEMP_SUFFIX);
+        let prefix = self.temp_prefix.as_encoded_bytes();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let bytes = name.as_encoded_bytes();
+            let ours = (bytes.starts_with(prefix) && bytes.ends_with(TEMP_SUFFIX.as_bytes()))
+                || name == legacy;
+            if !ours || entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            match fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(
+                    file = %entry.path().display(),
+                    "removed a temporary state file left by an interrupted write"
+                ),
+                Err(error) => tracing::warn!(
+                    file = %entry.path().display(),
+                    %error,
+                    "cannot remove a temporary state file left by an interrupted write"
+                ),
+            }
+        }
     }
 
     fn load(&self) -> Result<Robots, LoadError> {
@@ -348,20 +452,95 @@ impl StateFile {
         })
     }
 
-    fn write(&self, snapshot: &Snapshot<'_>) -> io::Result<()> {
+    /// Writes `snapshot` over the state file. An error means the file was
+    /// not replaced (the temporary file is removed).
+    fn write(&self, snapshot: &Snapshot<'_>) -> io::Result<Written> {
         let bytes = serde_json::to_vec(snapshot).map_err(io::Error::other)?;
-        let mut temp = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&self.temp)?;
+        // A fresh name each time, never an existing file or a symlink, and
+        // private from the start: the rename keeps the mode.
+        let mut temp = tempfile::Builder::new()
+            .prefix(&self.temp_prefix)
+            .suffix(TEMP_SUFFIX)
+            .make_in(&self.dir, |path| {
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(path)
+            })?;
+        #[cfg(test)]
+        self.inject(tests::Step::WriteTemp, &mut temp, &bytes)?;
         temp.write_all(&bytes)?;
-        temp.sync_all()?;
-        drop(temp);
-        fs::rename(&self.temp, &self.path)?;
+        temp.as_file().sync_all()?;
+        #[cfg(test)]
+        self.inject(tests::Step::Rename, &mut temp, &[])?;
+        temp.persist(&self.path).map_err(|e| e.error)?;
         // The rename itself is durable only once the directory is synced.
-        File::open(&self.dir)?.sync_all()
+        let synced = self
+            .inject_sync()
+            .and_then(|()| File::open(&self.dir)?.sync_all());
+        Ok(match synced {
+            Ok(()) => Written::Durable,
+            Err(e) => Written::Unsynced(e),
+        })
     }
+}
+
+impl StateFile {
+    /// The fault-injection seam before the directory sync; nothing outside
+    /// tests.
+    fn inject_sync(&self) -> io::Result<()> {
+        #[cfg(test)]
+        if self.take_fault(tests::Step::SyncDir).is_some() {
+            return Err(io::Error::other("injected failure of the directory sync"));
+        }
+        Ok(())
+    }
+
+    /// Fails the write at `step` when a test asked for it. A crash leaves
+    /// the temporary file behind, with `written` more bytes in it (a torn
+    /// write), where a failure removes it.
+    #[cfg(test)]
+    fn inject(
+        &self,
+        step: tests::Step,
+        temp: &mut tempfile::NamedTempFile,
+        written: &[u8],
+    ) -> io::Result<()> {
+        let Some(fault) = self.take_fault(step) else {
+            return Ok(());
+        };
+        if fault.crash {
+            temp.write_all(written)?;
+            temp.disable_cleanup(true);
+        }
+        Err(io::Error::other(format!("injected failure at {step:?}")))
+    }
+
+    #[cfg(test)]
+    fn take_fault(&self, step: tests::Step) -> Option<tests::Fault> {
+        let mut fault = self.fault.lock().unwrap_or_else(PoisonError::into_inner);
+        fault.take_if(|f| f.step == step)
+    }
+}
+
+/// The length of `value` as compact JSON, counted without keeping it.
+fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    struct Count(usize);
+    impl Write for Count {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing strings to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// The robots as they will be after `change`, serialised without copying them.
@@ -439,9 +618,39 @@ fn decode(bytes: &[u8]) -> Result<Robots, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The steps of a write at which a test can make it fail.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Step {
+        /// The temporary file is created, nothing written to it yet.
+        WriteTemp,
+        /// The temporary file is written and fsynced, not yet renamed.
+        Rename,
+        /// Renamed over the state file, the directory not yet fsynced.
+        SyncDir,
+    }
+
+    /// A failure at `step`; a `crash` also leaves behind what a process
+    /// killed there would (its temporary file, torn or whole).
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Fault {
+        pub step: Step,
+        pub crash: bool,
+    }
+
+    impl Store {
+        fn fail_next_write(&self, fault: Fault) {
+            let state = self.inner.state.as_ref().expect("a state file");
+            *state.fault.lock().unwrap() = Some(fault);
+        }
+    }
+
+    fn open(path: &Path) -> Store {
+        Store::open(Some(path), Counter::default()).unwrap()
+    }
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
@@ -514,7 +723,7 @@ mod tests {
     }
 
     fn all(store: &Store) -> Vec<Robot> {
-        store.list(None, usize::MAX).items
+        store.list(None, usize::MAX, usize::MAX).items
     }
 
     fn model_list(model: &Robots) -> Vec<Robot> {
@@ -533,7 +742,7 @@ mod tests {
         fn store_matches_the_model(ops in prop::collection::vec(op(), 1..40)) {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("state.json");
-            let durable = Store::open(Some(&path)).unwrap();
+            let durable = open(&path);
             let memory = Store::in_memory();
             let mut model = Robots::new();
             block_on(async {
@@ -545,14 +754,14 @@ mod tests {
                             prop_assert_eq!(outcome(&durable.change(change).await), expected);
                         }
                         Op::List { after, limit } => {
-                            let page = durable.list(after.as_deref(), limit);
+                            let page = durable.list(after.as_deref(), limit, usize::MAX);
                             let rest: Vec<Robot> = model_list(&model)
                                 .into_iter()
                                 .filter(|r| after.as_deref().is_none_or(|a| r.name.as_str() > a))
                                 .collect();
                             prop_assert_eq!(&page.items[..], &rest[..rest.len().min(limit)]);
                             prop_assert_eq!(page.next.is_some(), rest.len() > limit);
-                            prop_assert_eq!(page, memory.list(after.as_deref(), limit));
+                            prop_assert_eq!(page, memory.list(after.as_deref(), limit, usize::MAX));
                         }
                     }
                 }
@@ -561,34 +770,47 @@ mod tests {
             prop_assert_eq!(all(&memory), model_list(&model));
             prop_assert_eq!(all(&durable), model_list(&model));
             drop(durable);
-            let reopened = Store::open(Some(&path)).unwrap();
+            let reopened = open(&path);
             prop_assert_eq!(all(&reopened), model_list(&model));
         }
 
-        /// Paging through the listing visits every robot once, in order.
+        /// Paging through the listing visits every robot once, in order,
+        /// and a page's JSON is never over the byte limit (unless a single
+        /// robot is).
         #[test]
         fn paging_visits_everything_once(
-            names in prop::collection::btree_set(".{1,8}", 0..30),
+            robots in prop::collection::btree_map(".{1,8}", "\\PC{0,12}", 0..30),
             limit in 1usize..7,
+            max_bytes in prop_oneof![Just(usize::MAX), 0usize..200],
         ) {
             let store = Store::in_memory();
             block_on(async {
-                for n in &names {
-                    store.change(Change::Create(Robot::new(n.clone(), "c"))).await.unwrap();
+                for (n, c) in &robots {
+                    store.change(Change::Create(Robot::new(n.clone(), c.clone()))).await.unwrap();
                 }
             });
+            let names: Vec<String> = robots.keys().cloned().collect();
             let mut seen = Vec::new();
             let mut after: Option<String> = None;
             loop {
-                let page = store.list(after.as_deref(), limit);
+                let page = store.list(after.as_deref(), limit, max_bytes);
                 prop_assert!(page.items.len() <= limit);
+                let bytes = serde_json::to_vec(&page).unwrap().len();
+                prop_assert!(
+                    bytes <= max_bytes || page.items.len() == 1,
+                    "{} bytes over {}", bytes, max_bytes
+                );
+                prop_assert_eq!(
+                    page.next.as_ref(),
+                    page.items.last().map(|r| &r.name).filter(|last| Some(*last) != names.last())
+                );
                 seen.extend(page.items.into_iter().map(|r| r.name));
                 match page.next {
                     Some(next) => after = Some(next),
                     None => break,
                 }
             }
-            prop_assert_eq!(seen, names.into_iter().collect::<Vec<_>>());
+            prop_assert_eq!(seen, names);
         }
     }
 
@@ -596,7 +818,7 @@ mod tests {
     fn a_missing_file_starts_empty_and_is_created() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("robots.json");
-        let store = Store::open(Some(&path)).unwrap();
+        let store = open(&path);
         assert_eq!(store.len(), 0);
         assert!(path.exists());
     }
@@ -605,8 +827,8 @@ mod tests {
     fn a_second_server_on_the_same_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("robots.json");
-        let _first = Store::open(Some(&path)).unwrap();
-        let err = Store::open(Some(&path)).err().unwrap();
+        let _first = open(&path);
+        let err = Store::open(Some(&path), Counter::default()).err().unwrap();
         assert!(matches!(err, LoadError::Locked { .. }), "{err}");
         assert!(err.to_string().contains("robots.json"), "{err}");
     }
@@ -638,7 +860,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("robots.json");
             fs::write(&path, content).unwrap();
-            let err = Store::open(Some(&path)).err().unwrap();
+            let err = Store::open(Some(&path), Counter::default()).err().unwrap();
             let text = err.to_string();
             assert!(matches!(err, LoadError::Corrupt { .. }), "{text}");
             assert!(text.contains(needle), "{content:?}: {text}");
@@ -647,22 +869,174 @@ mod tests {
         }
     }
 
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Robots may be private: only the server's user reads the file.
+    #[test]
+    fn the_state_file_is_readable_by_its_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("robots.json");
+        let store = open(&path);
+        block_on(store.change(Change::Create(Robot::new("a", "b")))).unwrap();
+        assert_eq!(mode(&path), 0o600);
+    }
+
+    /// Whoever can write the directory cannot make the server write
+    /// elsewhere by planting a symlink where the temporary file goes.
+    #[test]
+    fn a_planted_symlink_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let victim = elsewhere.path().join("victim");
+        fs::write(&victim, "untouched").unwrap();
+        let path = dir.path().join("robots.json");
+        let store = open(&path);
+        // The name the temporary file had before it was unique.
+        std::os::unix::fs::symlink(&victim, dir.path().join("robots.json.tmp")).unwrap();
+        block_on(store.change(Change::Create(Robot::new("a", "b")))).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched");
+        assert!(
+            !fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        drop(store);
+        let reopened = open(&path);
+        assert_eq!(all(&reopened), vec![Robot::new("a", "b")]);
+    }
+
+    /// A crash leaves its temporary file behind; the next start removes
+    /// it, and nothing else.
+    #[test]
+    fn temporary_files_left_by_a_crash_are_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("robots.json");
+        let leftovers = [".robots.json.a1B2c3.tmp", "robots.json.tmp"];
+        let others = [
+            ".other.json.a1B2c3.tmp",
+            "robots.json.bak",
+            ".robots.json.keep",
+        ];
+        for name in leftovers.iter().chain(&others) {
+            fs::write(dir.path().join(name), "{").unwrap();
+        }
+        let _store = open(&path);
+        for name in leftovers {
+            assert!(!dir.path().join(name).exists(), "{name} is still there");
+        }
+        for name in others {
+            assert!(dir.path().join(name).exists(), "{name} was removed");
+        }
+    }
+
+    /// The robots a state file holds, read as a restarted server would.
+    fn on_disk(path: &Path) -> Vec<Robot> {
+        all(&open(path))
+    }
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect()
+    }
+
+    /// A failure at each step of a write: what the client is answered,
+    /// what the server then serves, and what a restarted server reads all
+    /// agree, and the file is always the old or the new state.
+    #[test]
+    fn a_failed_write_is_answered_as_what_the_file_holds() {
+        let old = vec![Robot::new("kept", "red")];
+        let new = vec![Robot::new("added", "blue"), Robot::new("kept", "red")];
+        for step in [Step::WriteTemp, Step::Rename, Step::SyncDir] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("robots.json");
+            let unsynced = Counter::default();
+            let store = Store::open(Some(&path), unsynced.clone()).unwrap();
+            block_on(store.change(Change::Create(Robot::new("kept", "red")))).unwrap();
+            store.fail_next_write(Fault { step, crash: false });
+            let answer = block_on(store.change(Change::Create(Robot::new("added", "blue"))));
+            let served = all(&store);
+            drop(store);
+            let disk = on_disk(&path);
+            match step {
+                // Not renamed: nothing changed, and the client is told so.
+                Step::WriteTemp | Step::Rename => {
+                    let err = answer.unwrap_err();
+                    assert!(matches!(err, StoreError::Persist { .. }), "{step:?}: {err}");
+                    assert_eq!(disk, old, "{step:?}");
+                    assert_eq!(unsynced.get(), 0);
+                }
+                // Renamed: the change is in the file, so it is done; only
+                // its durability is unknown, and that is counted.
+                Step::SyncDir => {
+                    answer.unwrap();
+                    assert_eq!(disk, new, "{step:?}");
+                    assert_eq!(unsynced.get(), 1);
+                }
+            }
+            assert_eq!(served, disk, "{step:?}: served and saved differ");
+            assert_eq!(leftovers(dir.path()), Vec::<String>::new(), "{step:?}");
+        }
+    }
+
+    /// A crash at each step: a restarted server reads the old or the new
+    /// state, never a torn one, and removes what the crash left.
+    #[test]
+    fn a_crash_at_any_step_leaves_the_old_or_the_new_state() {
+        let old = vec![Robot::new("kept", "red")];
+        let new = vec![Robot::new("kept", "red"), Robot::new("zz", "blue")];
+        for (step, expected) in [
+            (Step::WriteTemp, &old),
+            (Step::Rename, &old),
+            (Step::SyncDir, &new),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("robots.json");
+            let store = open(&path);
+            block_on(store.change(Change::Create(Robot::new("kept", "red")))).unwrap();
+            store.fail_next_write(Fault { step, crash: true });
+            // A crashed server answers nothing: only the disk counts.
+            let _ = block_on(store.change(Change::Create(Robot::new("zz", "blue"))));
+            drop(store);
+            let left = leftovers(dir.path());
+            match step {
+                Step::WriteTemp | Step::Rename => assert_eq!(left.len(), 1, "{step:?}: {left:?}"),
+                Step::SyncDir => assert_eq!(left, Vec::<String>::new(), "{step:?}"),
+            }
+            assert_eq!(&on_disk(&path), expected, "{step:?}");
+            assert_eq!(leftovers(dir.path()), Vec::<String>::new(), "{step:?}");
+        }
+    }
+
     #[test]
     fn a_failed_write_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("robots.json");
-        let store = Store::open(Some(&path)).unwrap();
+        let store = open(&path);
         block_on(store.change(Change::Create(Robot::new("kept", "red")))).unwrap();
-        // A directory where the temporary file goes makes the next write fail.
-        fs::create_dir(dir.path().join("robots.json.tmp")).unwrap();
-        let err = block_on(store.change(Change::Create(Robot::new("lost", "blue")))).unwrap_err();
-        assert!(matches!(err, StoreError::Persist { .. }), "{err}");
-        let err = block_on(store.change(Change::Delete("kept".into()))).unwrap_err();
-        assert!(matches!(err, StoreError::Persist { .. }), "{err}");
-        assert_eq!(all(&store), vec![Robot::new("kept", "red")]);
+        for change in [
+            Change::Create(Robot::new("lost", "blue")),
+            Change::Delete("kept".into()),
+            Change::Replace {
+                name: "kept".into(),
+                robot: Robot::new("renamed", "c"),
+            },
+        ] {
+            store.fail_next_write(Fault {
+                step: Step::Rename,
+                crash: false,
+            });
+            let err = block_on(store.change(change)).unwrap_err();
+            assert!(matches!(err, StoreError::Persist { .. }), "{err}");
+            assert_eq!(all(&store), vec![Robot::new("kept", "red")]);
+        }
         drop(store);
-        fs::remove_dir(dir.path().join("robots.json.tmp")).unwrap();
-        let reopened = Store::open(Some(&path)).unwrap();
-        assert_eq!(all(&reopened), vec![Robot::new("kept", "red")]);
+        assert_eq!(on_disk(&path), vec![Robot::new("kept", "red")]);
     }
 }

@@ -21,7 +21,8 @@ pub const PRIVATE_PORT: u16 = 9090;
 /// How to start a robot server.
 #[derive(Clone, Debug, Default)]
 pub struct RobotServerOptions {
-    /// Extra flags (`--listen` is added).
+    /// Extra flags (`--listen` is added, and `--no-auth` unless they give
+    /// `--auth-token-file`).
     pub args: Vec<String>,
     /// Where `robot-server.log` goes; a temp dir if `None`.
     pub log_dir: Option<PathBuf>,
@@ -54,7 +55,9 @@ impl fmt::Debug for RobotServer {
 
 impl RobotServer {
     /// Starts `target/<profile>/robot-server` (built if missing) on a free
-    /// loopback port with `args`, and waits for `/healthz`.
+    /// loopback port with `args`, and waits for `/healthz`. Without
+    /// `--auth-token-file` in `args` it runs with `--no-auth`: the server
+    /// refuses to start with neither.
     pub async fn start(args: &[&str]) -> Result<RobotServer, Error> {
         Self::start_with(RobotServerOptions {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
@@ -160,6 +163,9 @@ impl RobotServer {
             None => Command::new(&self.binary),
         };
         cmd.args(&self.args).arg(format!("--listen={}", self.addr));
+        if !self.args.iter().any(|a| names_auth(a)) {
+            cmd.arg("--no-auth");
+        }
         let mut process = ChildProcess::spawn("robot-server", cmd, &self.log)?;
         let (addr, netns) = (self.addr, self.netns.clone());
         let ready = wait_for("robot-server /healthz", READY_TIMEOUT, || {
@@ -187,6 +193,12 @@ impl RobotServer {
     }
 }
 
+/// Whether the flag `arg` says how the server authenticates.
+fn names_auth(arg: &str) -> bool {
+    let flag = arg.split_once('=').map_or(arg, |(flag, _)| flag);
+    flag == "--auth-token-file" || flag == "--no-auth"
+}
+
 async fn healthy(addr: SocketAddr, netns: Option<NetnsHandle>) -> bool {
     let probe = move || http::get(addr, "/healthz", Duration::from_secs(2));
     let result = tokio::task::spawn_blocking(move || match netns {
@@ -195,4 +207,18 @@ async fn healthy(addr: SocketAddr, netns: Option<NetnsHandle>) -> bool {
     })
     .await;
     matches!(result, Ok(Some(Ok(r))) if r.status == 200)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_auth;
+
+    #[test]
+    fn auth_flags_are_recognised() {
+        assert!(names_auth("--auth-token-file"));
+        assert!(names_auth("--auth-token-file=/t"));
+        assert!(names_auth("--no-auth"));
+        assert!(!names_auth("--state-file=/s"));
+        assert!(!names_auth("/run/--no-auth"));
+    }
 }

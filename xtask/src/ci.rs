@@ -209,7 +209,8 @@ fn schemathesis() -> Result<Outcome> {
     let dir = std::env::temp_dir().join(format!("robot-schemathesis-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let state = dir.join("robots.json");
-    let token = "schemathesis-token";
+    // The server refuses tokens under 32 bytes.
+    let token = "schemathesis-token-0123456789abcdef";
     let mut server = crate::bench::server::RunningServer::start(
         &crate::bench::server::binary("debug"),
         &["--state-file", &state.to_string_lossy()],

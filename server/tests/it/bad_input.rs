@@ -7,10 +7,10 @@ use std::net::TcpStream;
 use robot_api::wire::{MAX_BODY_BYTES, MAX_COLOR_BYTES, MAX_NAME_BYTES, messages};
 use robot_api::{Robot, RobotClient};
 
-use crate::harness::{Raw, Server, all_robots, read_answer, start};
+use crate::harness::{Raw, Serving, TestServer, all_robots, read_answer, start};
 
 /// A server holding a few robots, and those robots.
-async fn seeded() -> (Server, RobotClient, Vec<Robot>) {
+async fn seeded() -> (TestServer, RobotClient, Vec<Robot>) {
     let server = start();
     let client = server.client();
     for (name, color) in [("alpha", "red"), ("beta", "green"), ("ümlaut", "blue")] {

@@ -38,20 +38,27 @@ async fn every_flag_reads_its_environment_variable() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("robots.json");
     let token = dir.path().join("token");
-    std::fs::write(&token, "tok").unwrap();
+    let secret = "env-var-test-token-0123456789abcdef";
+    std::fs::write(&token, secret).unwrap();
     let server = launch()
         .without_listen()
+        .without_no_auth()
         .env("ROBOT_SERVER_LISTEN", "127.0.0.1:0")
         .env("ROBOT_SERVER_STATE_FILE", &state)
         .env("ROBOT_SERVER_AUTH_TOKEN_FILE", &token)
         .env("ROBOT_SERVER_REQUEST_TIMEOUT", "3s")
+        .env("ROBOT_SERVER_MAX_CONNECTIONS", "7")
         .env("ROBOT_SERVER_LOG_FORMAT", "json")
         .env("ROBOT_SERVER_LOG", "info,robot_server::access=debug")
         .start();
-    let raw = Raw::new(&server).with_token("tok");
+    let raw = Raw::new(&server).with_token(secret);
     assert_eq!(raw.get("/v1/robots").await.status, 200);
     assert_eq!(Raw::new(&server).get("/v1/robots").await.status, 401);
     assert!(state.exists());
+    assert_eq!(
+        crate::harness::metric(server.addr, "robot_server_connections_max"),
+        7.0
+    );
     // The access log is on, and is JSON with the fields log collectors read.
     crate::harness::wait_for(crate::harness::PATIENCE, "the access log", || {
         server.logs().contains("\"message\":\"request\"")
@@ -77,8 +84,10 @@ fn help_names_every_environment_variable() {
         "ROBOT_SERVER_LISTEN",
         "ROBOT_SERVER_AUTH_TOKEN_FILE",
         "ROBOT_SERVER_AUTH_TOKEN",
+        "ROBOT_SERVER_NO_AUTH",
         "ROBOT_SERVER_STATE_FILE",
         "ROBOT_SERVER_REQUEST_TIMEOUT",
+        "ROBOT_SERVER_MAX_CONNECTIONS",
         "ROBOT_SERVER_LOG_FORMAT",
         "ROBOT_SERVER_LOG",
         "PORT",
@@ -100,6 +109,8 @@ fn bad_configuration_exits_2_with_a_reason() {
         ),
         (launch().args(["--request-timeout", "soon"]), "soon"),
         (launch().args(["--request-timeout", "0s"]), "more than zero"),
+        (launch().args(["--max-connections", "0"]), "max-connections"),
+        (launch().env("ROBOT_SERVER_MAX_CONNECTIONS", "many"), "many"),
         (launch().args(["--log-format", "xml"]), "xml"),
         (
             launch().args(["--log-filter", "info,["]),

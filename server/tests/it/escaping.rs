@@ -3,7 +3,7 @@
 
 use robot_api::Robot;
 
-use crate::harness::{Raw, all_robots, raw_request, start};
+use crate::harness::{Raw, Serving, all_robots, raw_request, start};
 
 const AWKWARD: &[&str] = &[
     "a&b c",

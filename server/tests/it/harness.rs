@@ -1,5 +1,8 @@
-//! Runs the real `robot-server` binary on an ephemeral loopback port and
-//! talks to it over HTTP, both through robot-api's client and raw.
+//! Two ways to run the server. Most tests run it in process
+//! ([`TestServer`]: `robot_server::serve` on a `127.0.0.1:0` listener,
+//! stopped through a shutdown channel); the tests of flags, environment
+//! variables, exit codes and signals run the real binary ([`launch`]).
+//! Either is reached over loopback HTTP, through robot-api's client or raw.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -10,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use robot_api::{AuthHeader, Robot, RobotClient};
+use robot_server::{Auth, Config};
 use rustix::process::{Pid, Signal, kill_process};
 
 /// How long the server gets to start, answer or exit before a test fails.
@@ -17,25 +21,221 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 
 const BINARY: &str = env!("CARGO_BIN_EXE_robot-server");
 
-/// A way to start the server.
+/// Something serving the API on a loopback address.
+pub trait Serving {
+    fn addr(&self) -> SocketAddr;
+
+    fn base(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    fn client(&self) -> RobotClient {
+        RobotClient::new(robot_api::http_client(PATIENCE), &self.base(), None).expect("client")
+    }
+
+    fn client_with_token(&self, token: &str) -> RobotClient {
+        let auth = AuthHeader::default();
+        auth.set_bearer(token).expect("token");
+        RobotClient::new(robot_api::http_client(PATIENCE), &self.base(), Some(auth))
+            .expect("client")
+    }
+}
+
+// ----------------------------------------------------------------------
+// In process.
+
+/// The configuration tests start from: in memory, no auth.
+pub fn config() -> Config {
+    Config::new(Auth::None)
+}
+
+/// An in-process server with [`config`].
+pub fn start() -> TestServer {
+    TestServer::start(config())
+}
+
+/// What the server logged, as text.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+/// `robot_server::serve` on its own runtime and thread, so that tests may
+/// block (raw sockets, proptest) without stalling it. Stopped on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    stopped: Receiver<Result<(), robot_server::Error>>,
+    result: Option<Result<(), String>>,
+    logs: Logs,
+}
+
+impl Serving for TestServer {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl TestServer {
+    /// Serves `config` on a fresh `127.0.0.1:0` listener. The listener is
+    /// bound before this returns: connections wait in its backlog until
+    /// the server accepts them, so there is nothing to wait for.
+    pub fn start(config: Config) -> TestServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local address");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let logs = Logs::default();
+        let dispatch = tracing::Dispatch::new(
+            tracing_subscriber::fmt()
+                .with_writer(logs.clone())
+                .with_ansi(false)
+                .with_env_filter("info,robot_server=debug")
+                .finish(),
+        );
+        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stopped_tx, stopped) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _logging = tracing::dispatcher::set_default(&dispatch);
+            let on_start = dispatch.clone();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                // Every thread of the runtime (blocking ones included) logs
+                // into this server's buffer.
+                .on_thread_start(move || {
+                    std::mem::forget(tracing::dispatcher::set_default(&on_start));
+                })
+                .build()
+                .expect("a runtime for the server");
+            let result = runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                robot_server::serve(listener, config, async move {
+                    let _ = shutdown_rx.await;
+                })
+                .await
+            });
+            runtime.shutdown_timeout(PATIENCE);
+            let _ = stopped_tx.send(result);
+        });
+        TestServer {
+            addr,
+            shutdown: Some(shutdown),
+            stopped,
+            result: None,
+            logs,
+        }
+    }
+
+    /// Everything the server logged so far.
+    pub fn logs(&self) -> String {
+        String::from_utf8_lossy(&self.logs.0.lock().unwrap()).into_owned()
+    }
+
+    /// Completes the shutdown future, as SIGTERM does for the binary.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+
+    /// Waits for `serve` to return, failing the test after `limit`.
+    pub fn wait_stopped(&mut self, limit: Duration) -> Result<(), String> {
+        if let Some(result) = &self.result {
+            return result.clone();
+        }
+        let result = match self.stopped.recv_timeout(limit) {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("the server still runs after {limit:?}:\n{}", self.logs())
+            }
+            Err(RecvTimeoutError::Disconnected) => panic!("the server's thread died"),
+        };
+        self.result = Some(result.clone());
+        result
+    }
+
+    /// Shuts down and waits for the end.
+    pub fn stop(mut self) -> Result<(), String> {
+        self.begin_shutdown();
+        self.wait_stopped(PATIENCE)
+    }
+
+    /// Waits until the server no longer accepts connections.
+    pub fn wait_until_refusing(&self) {
+        wait_for(PATIENCE, "the listener to close", || {
+            TcpStream::connect(self.addr).is_err()
+        });
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.begin_shutdown();
+        if self.result.is_none() {
+            let _ = self.stopped.recv_timeout(PATIENCE);
+        }
+    }
+}
+
+/// Runs `serve` with `config`, expecting it to fail at once.
+pub fn start_error(config: Config) -> robot_server::Error {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let served = tokio::time::timeout(
+            PATIENCE,
+            robot_server::serve(listener, config, std::future::pending()),
+        )
+        .await;
+        match served {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => panic!("the server stopped without an error"),
+            Err(_) => panic!("the server started, but was expected to fail"),
+        }
+    })
+}
+
+// ----------------------------------------------------------------------
+// The binary.
+
+/// A way to start the real `robot-server`.
 pub struct Launch {
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
     listen: bool,
+    no_auth: bool,
 }
 
+/// The binary on `127.0.0.1:0` with `--no-auth` (say otherwise with
+/// [`Launch::without_listen`] and [`Launch::without_no_auth`]).
 pub fn launch() -> Launch {
     Launch {
         args: Vec::new(),
         // JSON unless a test says otherwise: the address is read from it.
         envs: vec![("ROBOT_SERVER_LOG_FORMAT".into(), "json".into())],
         listen: true,
+        no_auth: true,
     }
-}
-
-/// A server started with no extra flags.
-pub fn start() -> Server {
-    launch().start()
 }
 
 impl Launch {
@@ -60,10 +260,19 @@ impl Launch {
         self
     }
 
+    /// Leaves auth to the flags and environment under test.
+    pub fn without_no_auth(mut self) -> Self {
+        self.no_auth = false;
+        self
+    }
+
     fn command(&self) -> Command {
         let mut cmd = Command::new(BINARY);
         if self.listen {
             cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        if self.no_auth {
+            cmd.arg("--no-auth");
         }
         cmd.args(&self.args);
         // The developer's own settings must not leak into a test.
@@ -83,7 +292,7 @@ impl Launch {
     }
 
     /// Starts the server and waits until it logs its address.
-    pub fn start(self) -> Server {
+    pub fn start(self) -> Process {
         let mut child = self.command().spawn().expect("start robot-server");
         let pid = Pid::from_child(&child);
         let logs = Arc::new(Mutex::new(String::new()));
@@ -116,7 +325,7 @@ impl Launch {
         std::thread::spawn(move || {
             let _ = exit_tx.send(child.wait().expect("wait for robot-server"));
         });
-        let mut server = Server {
+        let mut server = Process {
             pid,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             logs,
@@ -194,8 +403,8 @@ pub struct Exited {
     pub output: String,
 }
 
-/// A running server, killed when dropped.
-pub struct Server {
+/// A running `robot-server` process, killed when dropped.
+pub struct Process {
     pid: Pid,
     pub addr: SocketAddr,
     logs: Arc<Mutex<String>>,
@@ -203,22 +412,13 @@ pub struct Server {
     exited: Option<ExitStatus>,
 }
 
-impl Server {
-    pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
+impl Serving for Process {
+    fn addr(&self) -> SocketAddr {
+        self.addr
     }
+}
 
-    pub fn client(&self) -> RobotClient {
-        RobotClient::new(robot_api::http_client(PATIENCE), &self.base(), None).expect("client")
-    }
-
-    pub fn client_with_token(&self, token: &str) -> RobotClient {
-        let auth = AuthHeader::default();
-        auth.set_bearer(token).expect("token");
-        RobotClient::new(robot_api::http_client(PATIENCE), &self.base(), Some(auth))
-            .expect("client")
-    }
-
+impl Process {
     /// Everything the server printed so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
@@ -264,7 +464,7 @@ impl Server {
     }
 }
 
-impl Drop for Server {
+impl Drop for Process {
     fn drop(&mut self) {
         if self.exited.is_none() {
             let _ = kill_process(self.pid, Signal::KILL);
@@ -273,6 +473,9 @@ impl Drop for Server {
     }
 }
 
+// ----------------------------------------------------------------------
+// Waiting, ports, and HTTP.
+
 /// Polls `condition` until it holds, failing after `limit`.
 pub fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -280,6 +483,14 @@ pub fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// A free loopback port, for the tests of `PORT`.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 /// An answer as it came over the wire.
@@ -311,6 +522,7 @@ impl Answer {
 }
 
 /// Plain HTTP calls, for exact wire checks.
+#[derive(Clone)]
 pub struct Raw {
     http: reqwest::Client,
     server: String,
@@ -318,7 +530,7 @@ pub struct Raw {
 }
 
 impl Raw {
-    pub fn new(server: &Server) -> Self {
+    pub fn new(server: &impl Serving) -> Self {
         Self {
             http: reqwest::Client::builder()
                 .no_proxy()
@@ -375,6 +587,14 @@ pub fn raw_request(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     read_answer(&mut stream)
 }
 
+/// `GET path` on a new connection, blocking: for conditions polled by
+/// [`wait_for`]. `token` goes in `Authorization: Bearer`.
+pub fn blocking_get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+    raw_request(addr, request.as_bytes())
+}
+
 /// Reads one HTTP/1.1 answer: its status and body (by Content-Length).
 pub fn read_answer(stream: &mut TcpStream) -> (u16, String) {
     let mut reader = BufReader::new(stream);
@@ -418,10 +638,12 @@ pub async fn all_robots(client: &RobotClient) -> Vec<Robot> {
     }
 }
 
-/// A free loopback port, for the tests of `PORT`.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+/// The value of the series `series` (name and labels, as printed) in the
+/// server's `/metrics`, 0 when absent.
+pub fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let (status, text) = blocking_get(addr, "/metrics", None);
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().expect("a number"))
 }

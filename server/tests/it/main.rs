@@ -1,4 +1,5 @@
-//! Integration tests: the real `robot-server` binary on a loopback port.
+//! Integration tests: the server in process, and the real `robot-server`
+//! binary where only it will do, on loopback ports.
 
 mod harness;
 
@@ -11,4 +12,5 @@ mod observability;
 mod reference;
 mod roundtrip;
 mod shutdown;
+mod stalls;
 mod state_file;

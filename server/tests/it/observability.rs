@@ -2,7 +2,7 @@
 
 use robot_api::{Robot, RobotList};
 
-use crate::harness::{Raw, all_robots, start};
+use crate::harness::{Raw, Serving, all_robots, start};
 
 #[tokio::test]
 async fn health_and_readiness_answer_json() {
@@ -63,6 +63,9 @@ async fn metrics_count_requests_by_route_method_and_status() {
     assert_eq!(requests("other", "GET", 404), 1.0);
     assert!(!text.contains("no/such/path"));
     assert_eq!(metric(&text, "robot_server_robots_stored"), 2.0);
+    assert_eq!(metric(&text, "robot_server_connections_max"), 1024.0);
+    // This request's connection at least.
+    assert!(metric(&text, "robot_server_connections_open") >= 1.0);
     assert_eq!(
         metric(
             &text,

@@ -4,7 +4,7 @@
 use robot_api::wire::messages;
 use robot_api::{Error, Robot};
 
-use crate::harness::{Raw, all_robots, raw_request, start};
+use crate::harness::{Raw, Serving, all_robots, raw_request, start};
 
 const MY_ROBOT: &str = r#"{"name":"myrobot","color":"green"}"#;
 

@@ -6,7 +6,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use robot_api::wire::validate_name;
 use robot_api::{Robot, RobotClient};
 
-use crate::harness::start;
+use crate::harness::{Serving, start};
 
 /// Any text, with the characters that need escaping made common.
 fn names() -> impl Strategy<Value = String> {

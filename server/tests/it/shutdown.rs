@@ -1,28 +1,27 @@
-//! Graceful shutdown: on SIGTERM or SIGINT the server stops accepting,
-//! finishes what is in flight, and exits 0 within Cloud Run's 10 s.
+//! Graceful shutdown: when the shutdown future completes (SIGTERM or
+//! SIGINT for the binary) the server stops accepting, finishes what is in
+//! flight, and returns within Cloud Run's 10 s.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use robot_api::Robot;
+use robot_server::Config;
 use rustix::process::Signal;
 
-use crate::harness::{PATIENCE, launch, raw_request, read_answer, start, wait_for};
+use crate::harness::{
+    PATIENCE, Serving, TestServer, config, launch, metric, read_answer, start, wait_for,
+};
 
 /// Cloud Run's grace period between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_secs(10);
 
-fn in_flight(addr: SocketAddr, route: &str) -> u64 {
-    let (_, metrics) = raw_request(
+fn in_flight(addr: SocketAddr, route: &str) -> f64 {
+    metric(
         addr,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
-    let prefix = format!("robot_server_http_requests_in_flight{{route=\"{route}\"}} ");
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .map_or(0, |n| n.trim().parse().unwrap())
+        &format!("robot_server_http_requests_in_flight{{route=\"{route}\"}}"),
+    )
 }
 
 /// Sends a POST whose body is cut in two, and returns the connection and
@@ -42,6 +41,7 @@ fn half_sent_post(addr: SocketAddr, robot: &Robot) -> (TcpStream, Vec<u8>) {
     (stream, rest.to_vec())
 }
 
+/// The binary: SIGTERM is the shutdown, exit 0 its end.
 #[tokio::test]
 async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     let dir = tempfile::tempdir().unwrap();
@@ -50,7 +50,7 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     let robot = Robot::new("in flight", "green");
     let (mut stream, rest) = half_sent_post(server.addr, &robot);
     wait_for(PATIENCE, "the POST to be in flight", || {
-        in_flight(server.addr, "/robots") == 1
+        in_flight(server.addr, "/robots") == 1.0
     });
 
     server.signal(Signal::TERM);
@@ -63,13 +63,16 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     assert!(exit.success(), "{exit:?}:\n{}", server.logs());
 
     // The request really completed: the robot is in the state file.
-    let server = launch().arg("--state-file").arg(&state).start();
+    let server = TestServer::start(Config {
+        state_file: Some(state),
+        ..config()
+    });
     assert_eq!(server.client().get("in flight").await.unwrap(), Some(robot));
 }
 
 #[test]
 fn sigint_exits_0() {
-    let mut server = start();
+    let mut server = launch().start();
     server.signal(Signal::INT);
     let exit = server.wait_exit(GRACE);
     assert!(exit.success(), "{exit:?}");
@@ -86,26 +89,27 @@ fn idle_connections_do_not_hold_up_shutdown() {
         .unwrap();
     assert_eq!(read_answer(&mut used).0, 200);
     let _silent = TcpStream::connect(server.addr).unwrap();
-    server.signal(Signal::TERM);
-    let exit = server.wait_exit(GRACE);
-    assert!(exit.success(), "{exit:?}");
+    server.begin_shutdown();
+    server.wait_stopped(GRACE).unwrap();
 }
 
 /// A client that stops sending mid-request gets 408 after the request
 /// timeout, so it cannot hold the shutdown past the grace period.
 #[test]
 fn a_stalled_request_times_out_and_shutdown_completes() {
-    let mut server = launch().args(["--request-timeout", "1s"]).start();
+    let mut server = TestServer::start(Config {
+        request_timeout: Duration::from_secs(1),
+        ..config()
+    });
     let (mut stream, _never_sent) = half_sent_post(server.addr, &Robot::new("stalled", "c"));
     wait_for(PATIENCE, "the POST to be in flight", || {
-        in_flight(server.addr, "/robots") == 1
+        in_flight(server.addr, "/robots") == 1.0
     });
-    server.signal(Signal::TERM);
+    server.begin_shutdown();
     let (status, body) = read_answer(&mut stream);
     assert_eq!(status, 408, "{body}");
     assert!(body.contains("the request took longer than 1s"), "{body}");
-    let exit = server.wait_exit(GRACE);
-    assert!(exit.success(), "{exit:?}");
+    server.wait_stopped(GRACE).unwrap();
 }
 
 /// While draining, `/readyz` tells load balancers to stop sending.
@@ -114,9 +118,9 @@ fn readyz_is_503_while_draining() {
     let mut server = start();
     let (mut holding, rest) = half_sent_post(server.addr, &Robot::new("held", "c"));
     wait_for(PATIENCE, "the POST to be in flight", || {
-        in_flight(server.addr, "/robots") == 1
+        in_flight(server.addr, "/robots") == 1.0
     });
-    // A readiness probe whose request started before the signal.
+    // A readiness probe whose request started before the shutdown.
     let mut probe = TcpStream::connect(server.addr).unwrap();
     probe.set_read_timeout(Some(PATIENCE)).unwrap();
     probe
@@ -124,8 +128,8 @@ fn readyz_is_503_while_draining() {
         .unwrap();
     // Connections are accepted in order: once a later one is answered,
     // the probe's has been accepted too.
-    assert_eq!(in_flight(server.addr, "/robots"), 1);
-    server.signal(Signal::TERM);
+    assert_eq!(in_flight(server.addr, "/robots"), 1.0);
+    server.begin_shutdown();
     server.wait_until_refusing();
     probe.write_all(b"\r\n").unwrap();
     let (status, body) = read_answer(&mut probe);
@@ -133,13 +137,16 @@ fn readyz_is_503_while_draining() {
     assert!(body.contains("shutting down"), "{body}");
     holding.write_all(&rest).unwrap();
     assert_eq!(read_answer(&mut holding).0, 201);
-    assert!(server.wait_exit(GRACE).success());
+    server.wait_stopped(GRACE).unwrap();
 }
 
 /// Headers that never finish do not hold a connection for ever.
 #[test]
 fn slow_headers_are_cut_off_after_the_request_timeout() {
-    let server = launch().args(["--request-timeout", "1s"]).start();
+    let server = TestServer::start(Config {
+        request_timeout: Duration::from_secs(1),
+        ..config()
+    });
     let mut stream = TcpStream::connect(server.addr).unwrap();
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
     stream

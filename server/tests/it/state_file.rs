@@ -1,22 +1,27 @@
-//! `--state-file`: robots survive a crash (SIGKILL) and restart; a corrupt
+//! The state file: robots survive a crash (SIGKILL) and restart; a corrupt
 //! file stops the server with exit 2 and is left alone; a torn temporary
 //! file from an interrupted write is ignored.
 
 use std::path::Path;
 
 use robot_api::Robot;
+use robot_server::Config;
 
-use crate::harness::{Server, all_robots, launch};
+use crate::harness::{Serving, TestServer, all_robots, config, launch, start, start_error};
 
-fn start_on(path: &Path) -> Server {
-    launch().arg("--state-file").arg(path).start()
+fn durable(path: &Path) -> Config {
+    Config {
+        state_file: Some(path.to_owned()),
+        ..config()
+    }
 }
 
+/// The binary, killed: every answered change is on disk already.
 #[tokio::test]
 async fn robots_survive_a_kill_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("robots.json");
-    let mut server = start_on(&path);
+    let mut server = launch().arg("--state-file").arg(&path).start();
     let client = server.client();
     for name in ["a&b c", "x#1", "100%", "ümlaut", "keep", "gone", "old"] {
         client.create(&Robot::new(name, "green")).await.unwrap();
@@ -32,10 +37,10 @@ async fn robots_survive_a_kill_and_restart() {
     client.delete("gone").await.unwrap();
     let before = all_robots(&client).await;
     assert_eq!(before.len(), 6);
-    // Every answered change is on disk: no chance to flush on the way out.
+    // No chance to flush on the way out.
     server.kill();
 
-    let server = start_on(&path);
+    let server = launch().arg("--state-file").arg(&path).start();
     let client = server.client();
     assert_eq!(all_robots(&client).await, before);
     assert_eq!(
@@ -73,55 +78,67 @@ fn a_corrupt_file_stops_the_server_with_exit_2_and_is_kept() {
 async fn a_torn_temporary_file_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("robots.json");
-    let mut server = start_on(&path);
+    let server = TestServer::start(durable(&path));
     server
         .client()
         .create(&Robot::new("saved", "red"))
         .await
         .unwrap();
-    server.kill();
-    // What a crash in the middle of writing the next change leaves.
-    std::fs::write(
-        dir.path().join("robots.json.tmp"),
-        "{\"format\":\"robot-server-state\",\"version\":1,\"robots\":[{\"na",
-    )
-    .unwrap();
+    server.stop().unwrap();
+    // What a crash in the middle of writing the next change leaves (and
+    // what versions with a fixed temporary name left).
+    let torn = [".robots.json.Xy12Ab.tmp", "robots.json.tmp"];
+    for name in torn {
+        std::fs::write(
+            dir.path().join(name),
+            "{\"format\":\"robot-server-state\",\"version\":1,\"robots\":[{\"na",
+        )
+        .unwrap();
+    }
 
-    let server = start_on(&path);
+    let server = TestServer::start(durable(&path));
     let client = server.client();
+    for name in torn {
+        assert!(!dir.path().join(name).exists(), "{name} is left");
+    }
     assert_eq!(all_robots(&client).await, vec![Robot::new("saved", "red")]);
     client.create(&Robot::new("more", "blue")).await.unwrap();
     assert_eq!(all_robots(&client).await.len(), 2);
 }
 
-#[tokio::test]
-async fn a_second_server_on_the_same_file_is_refused() {
+#[test]
+fn a_second_server_on_the_same_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("robots.json");
-    let _first = start_on(&path);
-    let exited = launch().arg("--state-file").arg(&path).run_to_exit();
-    assert_eq!(exited.code, Some(2), "{}", exited.output);
-    assert!(exited.output.contains("in use"), "{}", exited.output);
+    let first = TestServer::start(durable(&path));
+    // The first has the file once it answers.
+    assert_eq!(
+        crate::harness::blocking_get(first.addr, "/healthz", None).0,
+        200
+    );
+    let err = start_error(durable(&path));
+    assert_eq!(err.exit_code(), 2, "{err}");
+    assert!(err.to_string().contains("in use"), "{err}");
 }
 
 #[test]
 fn a_state_file_in_a_missing_directory_is_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("no-such-dir").join("robots.json");
-    let exited = launch().arg("--state-file").arg(&path).run_to_exit();
-    assert_eq!(exited.code, Some(2), "{}", exited.output);
-    assert!(exited.output.contains("no-such-dir"), "{}", exited.output);
+    let err = start_error(durable(&path));
+    assert_eq!(err.exit_code(), 2, "{err}");
+    assert!(err.to_string().contains("no-such-dir"), "{err}");
 }
 
 #[tokio::test]
 async fn without_a_state_file_a_restart_forgets_like_the_reference() {
-    let mut server = crate::harness::start();
+    let server = start();
     server
         .client()
         .create(&Robot::new("fleeting", "c"))
         .await
         .unwrap();
-    server.kill();
-    let server = crate::harness::start();
+    server.stop().unwrap();
+    let server = start();
     assert_eq!(server.client().get("fleeting").await.unwrap(), None);
 }

@@ -51,7 +51,8 @@ async fn a_robot_server_that_cannot_start_says_why() {
 async fn flags_are_passed_through_and_kept_across_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "sesame\n").expect("write");
+    // At least 32 bytes: the server refuses shorter tokens.
+    std::fs::write(&token_file, "sesame-0123456789abcdef0123456789\n").expect("write");
     let token_flag = format!("--auth-token-file={}", token_file.display());
     let mut server = RobotServer::start(&[&token_flag])
         .await

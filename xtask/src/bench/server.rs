@@ -146,7 +146,7 @@ pub fn bench() -> Result<()> {
     starts.sort();
     let cold = starts[COLD_STARTS / 2];
 
-    let mut server = RunningServer::start(&binary, &[], &[])?;
+    let mut server = RunningServer::start(&binary, &["--no-auth"], &[])?;
     let idle_rss = server.rss_kib()?;
     let idle_rss_anon = server.status_kib("RssAnon:")?;
     let scripts = tempfile_dir()?;
@@ -189,7 +189,8 @@ pub fn bench() -> Result<()> {
     // The same GET load with the server and wrk on a core each, so that
     // neither waits for the other's time slice.
     eprintln!("bench: GET load, server and wrk pinned to a core each");
-    let mut server = RunningServer::start(&binary, &[], &[("TOKIO_WORKER_THREADS", "1")])?;
+    let mut server =
+        RunningServer::start(&binary, &["--no-auth"], &[("TOKIO_WORKER_THREADS", "1")])?;
     tools::run(
         Command::new("taskset")
             .args(["--all-tasks", "--cpu-list", "--pid", "0"])
@@ -214,7 +215,7 @@ pub fn bench() -> Result<()> {
     server.stop()?;
 
     // A fresh server, so the figure is the robots' cost and not the load's.
-    let mut server = RunningServer::start(&binary, &[], &[])?;
+    let mut server = RunningServer::start(&binary, &["--no-auth"], &[])?;
     eprintln!("bench: creating {MANY_ROBOTS} robots");
     create_robots(server.addr, "robot-", 0..MANY_ROBOTS, 4)?;
     let full_rss = server.rss_kib()?;
@@ -332,7 +333,13 @@ fn cold_start(binary: &Path) -> Result<Duration> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let started = Instant::now();
     let mut child = Command::new(binary)
-        .args(["--listen", &addr.to_string(), "--log-format", "json"])
+        .args([
+            "--listen",
+            &addr.to_string(),
+            "--log-format",
+            "json",
+            "--no-auth",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -223,7 +223,13 @@ pub fn server_soak(duration: Duration, clients: usize) -> Result<()> {
         let dir = tempfile::tempdir()?;
         let addr = loopback()?;
         let mut cmd = Command::new(&bins.server);
-        cmd.args(["--listen", &addr.to_string(), "--log-filter", "warn"]);
+        cmd.args([
+            "--listen",
+            &addr.to_string(),
+            "--log-filter",
+            "warn",
+            "--no-auth",
+        ]);
         let server = ChildProcess::spawn("robot-server", cmd, &dir.path().join("server.log"))?;
         wait_http(addr, "/healthz").await?;
         let pid = server.id();

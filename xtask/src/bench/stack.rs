@@ -42,7 +42,13 @@ impl Stack {
         let dir = tempfile::tempdir()?;
         let server_addr = loopback()?;
         let mut cmd = Command::new(&bins.server);
-        cmd.args(["--listen", &server_addr.to_string(), "--log-filter", "warn"]);
+        cmd.args([
+            "--listen",
+            &server_addr.to_string(),
+            "--log-filter",
+            "warn",
+            "--no-auth",
+        ]);
         let server = ChildProcess::spawn("robot-server", cmd, &dir.path().join("server.log"))?;
         wait_http(server_addr, "/healthz").await?;
         let pc = json!({

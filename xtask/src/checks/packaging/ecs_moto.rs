@@ -123,6 +123,10 @@ pub fn run(repo: &Path, scratch: &Path, venv_bin: &Path) -> Result<usize> {
             "KUBECONFIG_SECRET_ARN",
             format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:robot-byoc-kubeconfig"),
         ),
+        (
+            "SERVER_TOKEN_SECRET_ARN",
+            format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:robot-byoc-server-token"),
+        ),
     ]
     .into();
     let readme = std::fs::read_to_string(repo.join("infra/ecs/README.md"))?;

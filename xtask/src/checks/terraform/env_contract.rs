@@ -8,14 +8,16 @@
 use std::collections::BTreeSet;
 
 /// robot-server: `--listen`, `--auth-token-file`, the token itself (env
-/// only), `--state-file`, `--request-timeout`, `--log-format`,
-/// `--log-filter`.
+/// only), `--no-auth`, `--state-file`, `--request-timeout`,
+/// `--max-connections`, `--log-format`, `--log-filter`.
 pub const SERVER_ENV: &[&str] = &[
     "ROBOT_SERVER_LISTEN",
     "ROBOT_SERVER_AUTH_TOKEN_FILE",
     "ROBOT_SERVER_AUTH_TOKEN",
+    "ROBOT_SERVER_NO_AUTH",
     "ROBOT_SERVER_STATE_FILE",
     "ROBOT_SERVER_REQUEST_TIMEOUT",
+    "ROBOT_SERVER_MAX_CONNECTIONS",
     "ROBOT_SERVER_LOG_FORMAT",
     "ROBOT_SERVER_LOG",
 ];
