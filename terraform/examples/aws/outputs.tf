@@ -37,3 +37,8 @@ output "lambda_function_name" {
   description = "Controller Lambda (null unless controller_runtime is lambda)."
   value       = module.robot_byoc.lambda_function_name
 }
+
+output "server_token_secret_arn" {
+  description = "Secret holding the server's bearer token (generated; rotate with server_token_version)."
+  value       = module.robot_byoc.server_token_secret_arn
+}
