@@ -581,14 +581,15 @@ resource "aws_service_discovery_service" "server" {
     }
   }
 
-  # ECS registers and deregisters the task as it starts and stops. No
-  # failure_threshold: AWS always uses 1 and provider 6.x deprecates the
-  # argument. The block is ForceNew and AWS reports the 1 back, so without
-  # ignore_changes, dropping the argument would replace the service (and
-  # the ECS service registered in it) on existing deployments and then
-  # show a change on every plan (provider issue #44285).
-  health_check_custom_config {}
-
+  # ECS registers and deregisters the task as it starts and stops; the
+  # server's own container health check has ECS replace a sick task.
+  #
+  # No health_check_custom_config: its only argument, failure_threshold,
+  # is deprecated in provider 6.x (AWS always uses 1), and the provider
+  # sends nothing for the block without it (moto shows it, provider issue
+  # #44285). The block is ForceNew: for deployments made with
+  # `failure_threshold = 1`, ignore_changes keeps the service, and the ECS
+  # service registered in it, from being replaced (tests/cloudmap_migration).
   lifecycle {
     ignore_changes = [health_check_custom_config]
   }
