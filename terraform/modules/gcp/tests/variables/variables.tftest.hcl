@@ -15,6 +15,10 @@ variables {
 run "defaults" {
   command = plan
 
+  assert {
+    condition     = var.deletion_protection && var.enable_apis && var.vpc_egress == "connector" && var.controller_runtime == "worker-pool"
+    error_message = "the defaults must protect the Cloud Run resources, enable the APIs, use the connector and run the controller as a worker pool"
+  }
 }
 
 run "service_runtime_direct_vpc_existing_network_and_secret" {
