@@ -134,3 +134,43 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     }
     Ok(())
 }
+
+/// A Go program at a pinned version, built once into the cache from the
+/// Go module proxy. Built through a throwaway module that requires it,
+/// because `go install pkg@version` also asks the proxy for the module's
+/// version list (for deprecation notices), which some proxies refuse;
+/// minimal version selection still takes exactly the dependency versions
+/// the program's own go.mod names.
+pub fn go_tool(module: &str, version: &str, package: &str, bin: &str) -> Result<PathBuf> {
+    let root = cache_dir().join(format!("go-{bin}-{version}"));
+    let path = root.join("bin").join(bin);
+    if path.exists() {
+        return Ok(path);
+    }
+    let go = find_program(&["go"])
+        .with_context(|| format!("go is not on PATH: needed to build {bin}"))?;
+    eprintln!("tools: building {module} {version} (once per machine)");
+    let work = root.join("build");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    std::fs::write(
+        work.join("go.mod"),
+        format!("module robot-byoc-tools/{bin}\n\ngo 1.23\n\nrequire {module} {version}\n"),
+    )?;
+    std::fs::write(
+        work.join("tools.go"),
+        format!("//go:build tools\n\npackage tools\n\nimport _ \"{package}\"\n"),
+    )?;
+    let go_cmd = |args: &[&str]| {
+        let mut cmd = Command::new(&go);
+        cmd.args(args)
+            .current_dir(&work)
+            .env("GOFLAGS", "-mod=mod -buildvcs=false")
+            .env("CGO_ENABLED", "0");
+        cmd
+    };
+    run(&mut go_cmd(&["mod", "tidy"]))?;
+    let out = root.join("bin").join(format!("{bin}.partial"));
+    run(go_cmd(&["build", "-trimpath", "-o"]).arg(&out).arg(package))?;
+    std::fs::rename(&out, &path)?;
+    Ok(path)
+}

@@ -44,7 +44,7 @@ data "aws_iam_policy_document" "kms" {
 }
 
 resource "aws_kms_key" "this" {
-  description             = "${var.name}: kubeconfig secret and logs"
+  description             = "${var.name}: secrets (kubeconfig, tokens) and logs"
   enable_key_rotation     = true
   deletion_window_in_days = var.kms_deletion_window_in_days
   policy                  = data.aws_iam_policy_document.kms.json
@@ -74,4 +74,8 @@ module "robot_byoc" {
 
   controller_runtime  = var.controller_runtime
   lambda_package_path = var.lambda_package_path
+
+  server_token_version  = var.server_token_version
+  upbound_token         = var.upbound_token
+  upbound_token_version = var.upbound_token_version
 }

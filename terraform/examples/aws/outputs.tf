@@ -37,3 +37,18 @@ output "lambda_function_name" {
   description = "Controller Lambda (null unless controller_runtime is lambda)."
   value       = module.robot_byoc.lambda_function_name
 }
+
+output "server_token_secret_arn" {
+  description = "Secret holding the server's bearer token (generated; rotate with server_token_version)."
+  value       = module.robot_byoc.server_token_secret_arn
+}
+
+output "server_task_definition_arn" {
+  description = "Task definition of the server."
+  value       = module.robot_byoc.server_task_definition_arn
+}
+
+output "controller_task_role_arn" {
+  description = "Task role of the controller (reads its secrets only)."
+  value       = module.robot_byoc.controller_task_role_arn
+}

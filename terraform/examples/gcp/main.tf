@@ -20,4 +20,13 @@ module "robot_byoc" {
   kubeconfig          = var.kubeconfig
   kubeconfig_version  = var.kubeconfig_version
   deletion_protection = var.deletion_protection
+
+  # Connector (a /28) or Direct VPC egress (a /26 or larger): see the
+  # module's README for when to pick which.
+  vpc_egress  = var.vpc_egress
+  subnet_cidr = var.subnet_cidr
+  enable_apis = var.enable_apis
+
+  upbound_token         = var.upbound_token
+  upbound_token_version = var.upbound_token_version
 }

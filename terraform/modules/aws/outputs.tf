@@ -63,7 +63,7 @@ output "kubeconfig_source" {
 }
 
 output "controller_task_role_arn" {
-  description = "ARN of the controller's task role (allowed to read the kubeconfig secret only)."
+  description = "ARN of the controller's task role (allowed to read its own secrets only: kubeconfig, server token, Upbound token)."
   value       = aws_iam_role.controller.arn
 }
 
@@ -114,4 +114,14 @@ output "lambda_function_name" {
 output "lambda_schedule_arn" {
   description = "ARN of the EventBridge Scheduler schedule that invokes the Lambda (null unless controller_runtime is \"lambda\")."
   value       = try(aws_scheduler_schedule.controller[0].arn, null)
+}
+
+output "server_token_secret_arn" {
+  description = "ARN of the secret holding the server's bearer token (ROBOT_SERVER_AUTH_TOKEN of the server, ROBOT_CONTROLLER_SERVER_TOKEN_SOURCE of the controller)."
+  value       = local.server_token_arn
+}
+
+output "upbound_token_secret_arn" {
+  description = "ARN of the secret holding the Upbound robot token (null unless upbound_token_version is set)."
+  value       = local.upbound_token_arn
 }

@@ -193,6 +193,44 @@ variable "kubeconfig_version" {
     condition     = var.kubeconfig_version == null || (try(var.kubeconfig_version >= 1, false) && var.create_kubeconfig_secret)
     error_message = "kubeconfig_version must be a positive number, and only applies when create_kubeconfig_secret is true."
   }
+
+  # The controller starts in the same apply that creates the secret: from
+  # an empty secret its tasks fail, and the deployment circuit breaker
+  # then stops the first deployment for good.
+  validation {
+    condition     = var.kubeconfig_version != null || !var.create_kubeconfig_secret
+    error_message = "kubeconfig_version (and kubeconfig) must be set when the module creates the kubeconfig secret: the controller cannot start from an empty secret. To fill the secret yourself, create it first and pass create_kubeconfig_secret = false with kubeconfig_secret_arn."
+  }
+}
+
+variable "server_token_version" {
+  description = "Bump to rotate the server's bearer token: Secrets Manager generates a new 64-character value, written through a write-only attribute (never in the plan or state); the server task is redeployed with it and the controller re-reads it (on its refresh interval, or at once on a 401)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = try(var.server_token_version >= 1, false)
+    error_message = "server_token_version must be a positive number."
+  }
+}
+
+variable "upbound_token" {
+  description = "Upbound robot token for Upbound Cloud control planes, stored in its own secret (ephemeral, written through a write-only attribute, never in the plan or state). Set with upbound_token_version."
+  type        = string
+  default     = null
+  sensitive   = true
+  ephemeral   = true
+}
+
+variable "upbound_token_version" {
+  description = "Set (and bump to rotate) to store `upbound_token` in the secret <name>/upbound-token, allow the controller to read it and give it ROBOT_CONTROLLER_UPBOUND_TOKEN_SOURCE; null: no Upbound token. While set, every plan needs `upbound_token`."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.upbound_token_version == null || try(var.upbound_token_version >= 1, false)
+    error_message = "upbound_token_version must be a positive number."
+  }
 }
 
 variable "kms_key_arn" {

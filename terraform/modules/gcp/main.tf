@@ -19,7 +19,28 @@ locals {
 
   kubeconfig_source = "gcp-secretmanager://projects/${var.project_id}/secrets/${local.secret_id}/versions/latest"
 
-  controller_settings = {
+  # The Upbound robot token: a secret of its own, only when one is given.
+  use_upbound_token     = var.upbound_token_version != null
+  upbound_token_id      = "${var.name}-upbound-token"
+  upbound_token_source  = "gcp-secretmanager://projects/${var.project_id}/secrets/${local.upbound_token_id}/versions/latest"
+  upbound_token_setting = local.use_upbound_token ? { ROBOT_CONTROLLER_UPBOUND_TOKEN_SOURCE = local.upbound_token_source } : {}
+
+  # APIs a fresh project has off. Cloud Resource Manager and Service Usage
+  # first: enabling and reading the others goes through them.
+  base_apis = ["cloudresourcemanager.googleapis.com", "serviceusage.googleapis.com"]
+  apis = concat(
+    ["compute.googleapis.com", "iam.googleapis.com", "run.googleapis.com", "secretmanager.googleapis.com"],
+    local.use_connector ? ["vpcaccess.googleapis.com"] : [],
+  )
+
+  # Direct VPC egress can take a while to carry traffic after an instance
+  # starts: the controller only counts as started once /readyz says it
+  # reached the control plane (through the VPC and Cloud NAT), for up to
+  # 5 minutes. Through the connector, /healthz (the process is up) is enough.
+  startup_path              = local.use_connector ? "/healthz" : "/readyz"
+  startup_failure_threshold = local.use_connector ? 3 : 30
+
+  controller_settings = merge({
     ROBOT_CONTROLLER_KUBECONFIG_SOURCE = local.kubeconfig_source
     # The controller only calls robot servers listed here; the same URL
     # goes in the ProviderConfig's spec.endpoint.
@@ -32,8 +53,13 @@ locals {
     ROBOT_CONTROLLER_LEADER_ELECTION_NAMESPACE = var.leader_election_namespace
     ROBOT_CONTROLLER_LOG_FORMAT                = "json"
     ROBOT_CONTROLLER_LOG                       = var.controller_log_filter
-  }
+  }, local.upbound_token_setting)
   server_settings = {
+    # No bearer token: Cloud Run IAM is the server's authentication. Its
+    # ingress is internal and only the controller's account holds
+    # run.invoker (an ID token checked by Google before a request reaches
+    # the container), so the server's own token check is turned off.
+    ROBOT_SERVER_NO_AUTH    = "true"
     ROBOT_SERVER_LOG_FORMAT = "json"
     ROBOT_SERVER_LOG        = var.server_log_filter
   }
@@ -50,6 +76,29 @@ locals {
 }
 
 ################################################################################
+# APIs: a fresh project has none of them on
+################################################################################
+
+resource "google_project_service" "base" {
+  for_each = var.enable_apis ? toset(local.base_apis) : toset([])
+
+  project = var.project_id
+  service = each.value
+  # Other things in the project may use them: never turned off by destroy.
+  disable_on_destroy = false
+}
+
+resource "google_project_service" "this" {
+  for_each = var.enable_apis ? toset(local.apis) : toset([])
+
+  project            = var.project_id
+  service            = each.value
+  disable_on_destroy = false
+
+  depends_on = [google_project_service.base]
+}
+
+################################################################################
 # Service accounts: one per program, no project-level roles
 ################################################################################
 
@@ -58,6 +107,8 @@ resource "google_service_account" "server" {
   account_id   = "${var.name}-server"
   display_name = "robot-server (${var.name})"
   description  = "Runs robot-server; holds no roles."
+
+  depends_on = [google_project_service.this]
 }
 
 resource "google_service_account" "controller" {
@@ -65,6 +116,8 @@ resource "google_service_account" "controller" {
   account_id   = "${var.name}-controller"
   display_name = "robot-controller (${var.name})"
   description  = "Runs robot-controller; reads the kubeconfig secret and invokes the robot server, nothing else."
+
+  depends_on = [google_project_service.this]
 }
 
 ################################################################################
@@ -103,6 +156,8 @@ resource "google_secret_manager_secret" "kubeconfig" {
       }
     }
   }
+
+  depends_on = [google_project_service.this]
 }
 
 resource "google_secret_manager_secret_version" "kubeconfig" {
@@ -114,13 +169,22 @@ resource "google_secret_manager_secret_version" "kubeconfig" {
   # precondition stops any write of it.
   secret_data_wo         = var.kubeconfig == null ? "" : var.kubeconfig
   secret_data_wo_version = var.kubeconfig_version
+  # A rotation (kubeconfig_version bumped) replaces this version: the new
+  # one is written first, then the old one is disabled, not destroyed, so
+  # versions/latest never points at nothing and a rollback is
+  # `gcloud secrets versions enable`.
+  deletion_policy = "DISABLE"
 
   lifecycle {
+    create_before_destroy = true
+
     precondition {
       condition     = var.kubeconfig != null && trimspace(coalesce(var.kubeconfig, " ")) != ""
       error_message = "kubeconfig_version is set, so kubeconfig must hold the kubeconfig to write (e.g. TF_VAR_kubeconfig=\"$(cat kubeconfig)\")."
     }
   }
+
+  depends_on = [google_project_service.this]
 }
 
 # The controller's account, on this one secret only. Cloud Run checks
@@ -128,6 +192,78 @@ resource "google_secret_manager_secret_version" "kubeconfig" {
 resource "google_secret_manager_secret_iam_member" "controller_reads_kubeconfig" {
   project   = var.project_id
   secret_id = local.secret_resource
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.controller.member
+
+  depends_on = [google_project_service.this]
+}
+
+################################################################################
+# Upbound robot token (optional): for Upbound Cloud control planes
+################################################################################
+
+resource "google_secret_manager_secret" "upbound_token" {
+  count = local.use_upbound_token ? 1 : 0
+
+  project   = var.project_id
+  secret_id = local.upbound_token_id
+  labels    = var.labels
+
+  replication {
+    dynamic "auto" {
+      for_each = length(var.secret_replica_locations) == 0 ? [1] : []
+      content {
+        dynamic "customer_managed_encryption" {
+          for_each = var.kms_key_name == null ? [] : [var.kms_key_name]
+          content {
+            kms_key_name = customer_managed_encryption.value
+          }
+        }
+      }
+    }
+
+    dynamic "user_managed" {
+      for_each = length(var.secret_replica_locations) == 0 ? [] : [1]
+      content {
+        dynamic "replicas" {
+          for_each = var.secret_replica_locations
+          content {
+            location = replicas.value
+          }
+        }
+      }
+    }
+  }
+
+  depends_on = [google_project_service.this]
+}
+
+resource "google_secret_manager_secret_version" "upbound_token" {
+  count = local.use_upbound_token ? 1 : 0
+
+  secret = google_secret_manager_secret.upbound_token[0].id
+  # Write-only, like the kubeconfig: never in the plan or the state.
+  secret_data_wo         = var.upbound_token == null ? "" : var.upbound_token
+  secret_data_wo_version = var.upbound_token_version
+  # New version first, the old one disabled (see the kubeconfig's).
+  deletion_policy = "DISABLE"
+
+  lifecycle {
+    create_before_destroy = true
+
+    precondition {
+      condition     = var.upbound_token != null && trimspace(coalesce(var.upbound_token, " ")) != ""
+      error_message = "upbound_token_version is set, so upbound_token must hold the Upbound robot token (e.g. TF_VAR_upbound_token=\"$(cat token)\")."
+    }
+  }
+}
+
+# The controller's account, on this one secret only.
+resource "google_secret_manager_secret_iam_member" "controller_reads_upbound_token" {
+  count = local.use_upbound_token ? 1 : 0
+
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.upbound_token[0].id
   role      = "roles/secretmanager.secretAccessor"
   member    = google_service_account.controller.member
 }
@@ -143,6 +279,8 @@ resource "google_compute_network" "this" {
   name                    = var.name
   auto_create_subnetworks = false
   routing_mode            = "REGIONAL"
+
+  depends_on = [google_project_service.this]
 }
 
 # Nothing in this network accepts connections from outside it: say so
@@ -167,6 +305,8 @@ resource "google_compute_firewall" "deny_ingress" {
   log_config {
     metadata = "INCLUDE_ALL_METADATA"
   }
+
+  depends_on = [google_project_service.this]
 }
 
 resource "google_compute_subnetwork" "this" {
@@ -186,6 +326,8 @@ resource "google_compute_subnetwork" "this" {
     flow_sampling        = 0.5
     metadata             = "INCLUDE_ALL_METADATA"
   }
+
+  depends_on = [google_project_service.this]
 }
 
 resource "google_vpc_access_connector" "this" {
@@ -202,6 +344,8 @@ resource "google_vpc_access_connector" "this" {
     name       = local.subnet_name
     project_id = var.project_id
   }
+
+  depends_on = [google_project_service.this]
 }
 
 resource "google_compute_router" "this" {
@@ -211,6 +355,8 @@ resource "google_compute_router" "this" {
   name    = "${var.name}-router"
   region  = var.region
   network = local.network_name
+
+  depends_on = [google_project_service.this]
 }
 
 resource "google_compute_router_nat" "this" {
@@ -232,6 +378,8 @@ resource "google_compute_router_nat" "this" {
     enable = true
     filter = "ERRORS_ONLY"
   }
+
+  depends_on = [google_project_service.this]
 }
 
 ################################################################################
@@ -296,6 +444,8 @@ resource "google_cloud_run_v2_service" "server" {
       }
     }
   }
+
+  depends_on = [google_project_service.this]
 }
 
 # The controller's account is the only invoker.
@@ -305,6 +455,8 @@ resource "google_cloud_run_v2_service_iam_member" "server_invoker" {
   name     = google_cloud_run_v2_service.server.name
   role     = "roles/run.invoker"
   member   = google_service_account.controller.member
+
+  depends_on = [google_project_service.this]
 }
 
 ################################################################################
@@ -321,9 +473,11 @@ resource "google_cloud_run_v2_worker_pool" "controller" {
   labels              = var.labels
   deletion_protection = var.deletion_protection
 
-  # One instance: two controllers would reconcile the same Robots.
+  # One instance: two controllers would reconcile the same Robots. No
+  # scaling_mode: a worker pool has no such field in the Cloud Run API
+  # (provider issue #26525), and setting it showed a change on every plan
+  # with provider 7.5 to 7.17 (#25580).
   scaling {
-    scaling_mode          = "MANUAL"
     manual_instance_count = 1
   }
 
@@ -363,8 +517,10 @@ resource "google_cloud_run_v2_worker_pool" "controller" {
       }
 
       startup_probe {
+        period_seconds    = 10
+        failure_threshold = local.startup_failure_threshold
         http_get {
-          path = "/healthz"
+          path = local.startup_path
           port = local.health_port
         }
       }
@@ -379,7 +535,12 @@ resource "google_cloud_run_v2_worker_pool" "controller" {
   }
 
   depends_on = [
+    google_project_service.this,
     google_secret_manager_secret_iam_member.controller_reads_kubeconfig,
+    google_secret_manager_secret_iam_member.controller_reads_upbound_token,
+    # It cannot start before its secrets hold a version.
+    google_secret_manager_secret_version.kubeconfig,
+    google_secret_manager_secret_version.upbound_token,
     google_cloud_run_v2_service_iam_member.server_invoker,
     google_compute_router_nat.this,
   ]
@@ -447,8 +608,10 @@ resource "google_cloud_run_v2_service" "controller" {
       }
 
       startup_probe {
+        period_seconds    = 10
+        failure_threshold = local.startup_failure_threshold
         http_get {
-          path = "/healthz"
+          path = local.startup_path
         }
       }
 
@@ -461,7 +624,12 @@ resource "google_cloud_run_v2_service" "controller" {
   }
 
   depends_on = [
+    google_project_service.this,
     google_secret_manager_secret_iam_member.controller_reads_kubeconfig,
+    google_secret_manager_secret_iam_member.controller_reads_upbound_token,
+    # It cannot start before its secrets hold a version.
+    google_secret_manager_secret_version.kubeconfig,
+    google_secret_manager_secret_version.upbound_token,
     google_cloud_run_v2_service_iam_member.server_invoker,
     google_compute_router_nat.this,
   ]

@@ -68,14 +68,14 @@ output "gcloud_server_deploy_command" {
 }
 
 output "gcloud_controller_deploy_command" {
-  description = "The `gcloud beta run worker-pools deploy` (or `gcloud run deploy`, with controller_runtime = service) command equivalent to the controller."
+  description = "The `gcloud run worker-pools deploy` (or `gcloud run deploy`, with controller_runtime = service) command equivalent to the controller. Worker pools are GA in current gcloud; a gcloud from before that (such as 528) has them as `gcloud beta run worker-pools` only."
   value = local.use_worker_pool ? join(" ", [
-    "gcloud beta run worker-pools deploy ${var.name}-controller",
+    "gcloud run worker-pools deploy ${var.name}-controller",
     "--project=${var.project_id}",
     "--region=${var.region}",
     "--image=${var.controller_image}",
     "--service-account=${google_service_account.controller.email}",
-    "--instances=1",
+    "--scaling=1",
     local.vpc_flags,
     "--cpu=${var.controller_cpu}",
     "--memory=${var.controller_memory}",
@@ -93,10 +93,20 @@ output "gcloud_controller_deploy_command" {
     "--max-instances=1",
     "--no-cpu-throttling",
     local.vpc_flags,
-    "--startup-probe=httpGet.path=/healthz",
+    "--startup-probe=httpGet.path=${local.startup_path},periodSeconds=10,failureThreshold=${local.startup_failure_threshold}",
     "--liveness-probe=httpGet.path=/healthz",
     "--cpu=${var.controller_cpu}",
     "--memory=${var.controller_memory}",
     "--set-env-vars=${local.controller_env_flag}",
   ])
+}
+
+output "upbound_token_secret_id" {
+  description = "Secret ID of the Upbound robot token (null unless upbound_token_version is set)."
+  value       = local.use_upbound_token ? local.upbound_token_id : null
+}
+
+output "enabled_apis" {
+  description = "APIs the module turned on (empty with enable_apis = false)."
+  value       = sort(concat(keys(google_project_service.base), keys(google_project_service.this)))
 }

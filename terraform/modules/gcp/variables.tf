@@ -59,6 +59,12 @@ variable "controller_image" {
   }
 }
 
+variable "enable_apis" {
+  description = "Turn on the APIs the module uses (Cloud Resource Manager, Service Usage, Compute, IAM, Cloud Run, Secret Manager, and Serverless VPC Access with the connector). A fresh project has them off. Set false where a central team enables APIs; they are never turned off on destroy."
+  type        = bool
+  default     = true
+}
+
 variable "deletion_protection" {
   description = "Protect the Cloud Run service(s) and worker pool from `terraform destroy`. Examples turn it off so they can be torn down."
   type        = bool
@@ -207,6 +213,33 @@ variable "kubeconfig_version" {
     condition     = var.kubeconfig_version == null || (try(var.kubeconfig_version >= 1, false) && var.create_kubeconfig_secret)
     error_message = "kubeconfig_version must be a positive number, and only applies when create_kubeconfig_secret is true."
   }
+
+  # Cloud Run deploys the controller, and waits for it to start, in the
+  # same apply that creates the secret: without a version it cannot start
+  # and the apply fails.
+  validation {
+    condition     = var.kubeconfig_version != null || !var.create_kubeconfig_secret
+    error_message = "kubeconfig_version (and kubeconfig) must be set when the module creates the kubeconfig secret: the controller cannot start from an empty secret. To fill the secret yourself, create it first and pass create_kubeconfig_secret = false with kubeconfig_secret_id."
+  }
+}
+
+variable "upbound_token" {
+  description = "Upbound robot token for Upbound Cloud control planes, stored in its own secret (ephemeral, written through a write-only attribute, never in the plan or state). Set with upbound_token_version."
+  type        = string
+  default     = null
+  sensitive   = true
+  ephemeral   = true
+}
+
+variable "upbound_token_version" {
+  description = "Set (and bump to rotate) to store `upbound_token` in the secret <name>-upbound-token, grant the controller read access to it and give it ROBOT_CONTROLLER_UPBOUND_TOKEN_SOURCE; null: no Upbound token. While set, every plan needs `upbound_token`."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.upbound_token_version == null || try(var.upbound_token_version >= 1, false)
+    error_message = "upbound_token_version must be a positive number."
+  }
 }
 
 variable "secret_replica_locations" {
@@ -231,7 +264,7 @@ variable "kms_key_name" {
 ################################################################################
 
 variable "vpc_egress" {
-  description = "How the controller reaches the VPC: \"connector\" (Serverless VPC Access connector) or \"direct\" (Direct VPC egress through a subnet). Either way all its traffic (ALL_TRAFFIC) goes through the VPC, so its calls to the internal-only server count as internal and its calls to the control plane leave through Cloud NAT."
+  description = "How the controller reaches the VPC: \"connector\" (Serverless VPC Access connector, a /28 subnet) or \"direct\" (Direct VPC egress through a /26 or larger subnet; the controller then counts as started only once /readyz says it reached the control plane). Either way all its traffic (ALL_TRAFFIC) goes through the VPC, so its calls to the internal-only server count as internal and its calls to the control plane leave through Cloud NAT."
   type        = string
   default     = "connector"
 
@@ -270,13 +303,23 @@ variable "subnet_name" {
 }
 
 variable "subnet_cidr" {
-  description = "CIDR of the created subnet: /28 for the connector; /26 or larger for Direct VPC egress."
+  description = "CIDR of the created subnet: exactly a /28 for the connector (Serverless VPC Access takes no other size); a /26 or larger for Direct VPC egress, which takes its addresses from it."
   type        = string
   default     = "10.8.0.0/28"
 
   validation {
     condition     = can(cidrhost(var.subnet_cidr, 0))
     error_message = "subnet_cidr must be an IPv4 CIDR block."
+  }
+
+  validation {
+    condition     = !var.create_network || var.vpc_egress != "direct" || try(tonumber(split("/", var.subnet_cidr)[1]) <= 26, false)
+    error_message = "vpc_egress = \"direct\" needs a subnet of /26 or larger (Direct VPC egress takes instance addresses from it; Google's minimum is /26): set subnet_cidr, e.g. 10.8.0.0/26."
+  }
+
+  validation {
+    condition     = !var.create_network || var.vpc_egress != "connector" || try(tonumber(split("/", var.subnet_cidr)[1]) == 28, false)
+    error_message = "vpc_egress = \"connector\" needs subnet_cidr to be a /28: a Serverless VPC Access connector takes no other size."
   }
 }
 

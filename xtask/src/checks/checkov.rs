@@ -1,8 +1,11 @@
-//! `cargo xtask ci --only checkov`: checkov over `terraform/` and `infra/`.
-//! Passes only with no failed check, no file checkov could not parse, and
-//! a reason written inline for every skipped check
-//! (`#checkov:skip=CKV_...:reason`).
+//! `cargo xtask ci --only checkov`: checkov over `terraform/` and `infra/`,
+//! with the project's custom policies (`terraform/policies/checkov`).
+//! Passes only with no failed check, no file checkov could not parse, a
+//! reason written inline for every skipped check
+//! (`#checkov:skip=CKV_...:reason`), and every custom policy failing on
+//! its fixture (`terraform/policies/checkov/tests`).
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
@@ -12,11 +15,17 @@ use serde_json::Value;
 use crate::ci::Outcome;
 use crate::tools;
 
+/// The custom policies, and the fixture that must break each of them.
+const POLICIES: &str = "terraform/policies/checkov";
+const FIXTURES: &str = "terraform/policies/checkov/tests";
+
 /// What checkov's JSON report of one directory says.
 #[derive(Debug, Default, PartialEq)]
 pub struct Findings {
     pub passed: usize,
     pub failed: Vec<String>,
+    /// The IDs of the failed checks.
+    pub failed_ids: BTreeSet<String>,
     pub skipped: Vec<String>,
     pub unexplained_skips: Vec<String>,
     pub parsing_errors: Vec<String>,
@@ -52,6 +61,11 @@ pub fn parse_report(json: &str) -> Result<Findings> {
             )
         };
         findings.passed += entries("passed_checks").len();
+        findings.failed_ids.extend(
+            entries("failed_checks")
+                .iter()
+                .filter_map(|c| c["check_id"].as_str().map(str::to_owned)),
+        );
         findings
             .failed
             .extend(entries("failed_checks").iter().map(|c| {
@@ -95,17 +109,20 @@ pub fn parse_report(json: &str) -> Result<Findings> {
     Ok(findings)
 }
 
-fn scan(bin: &Path, dir: &str) -> Result<Findings> {
+fn scan(bin: &Path, dir: &str, extra: &[&str]) -> Result<Findings> {
     let mut cmd = Command::new(bin.join("checkov"));
     cmd.args([
         "--directory",
         dir,
+        "--external-checks-dir",
+        POLICIES,
         "--output",
         "json",
         "--compact",
         "--soft-fail",
         "--skip-download",
     ])
+    .args(extra)
     // No platform calls, no prompts, no colour codes in the report.
     .env("BC_SKIP_MAPPING", "TRUE")
     .env("ANSI_COLORS_DISABLED", "1")
@@ -132,7 +149,8 @@ pub fn step() -> Result<Outcome> {
             notes.push(format!("{dir}/ absent"));
             continue;
         }
-        let findings = scan(&bin, dir)?;
+        // The fixtures break every policy on purpose: checked below.
+        let findings = scan(&bin, dir, &["--skip-path", "policies/checkov/tests"])?;
         eprintln!(
             "checkov {dir}/: {} passed, {} failed, {} skipped with a reason, {} without, {} parsing errors",
             findings.passed,
@@ -164,6 +182,28 @@ pub fn step() -> Result<Outcome> {
                 .map(|p| format!("not parsed: {p}")),
         );
     }
+    let ids = policy_ids(Path::new(POLICIES))?;
+    let fixtures = scan(
+        &bin,
+        FIXTURES,
+        &[
+            "--framework",
+            "terraform",
+            "--check",
+            &ids.iter().cloned().collect::<Vec<_>>().join(","),
+        ],
+    )?;
+    let uncaught: Vec<_> = ids.difference(&fixtures.failed_ids).collect();
+    if !uncaught.is_empty() {
+        problems.push(format!(
+            "custom policies that catch nothing in {FIXTURES}: {uncaught:?}"
+        ));
+    }
+    eprintln!(
+        "checkov: {} custom policies in {POLICIES}, each failing on its fixture",
+        ids.len()
+    );
+    passed += ids.len() - uncaught.len();
     if !problems.is_empty() {
         bail!(
             "checkov: {} problem(s):\n{}",
@@ -176,6 +216,26 @@ pub fn step() -> Result<Outcome> {
         note: Some(notes.join(", ")),
         ..Outcome::default()
     })
+}
+
+/// The `metadata.id` of every custom policy (one YAML file each).
+fn policy_ids(dir: &Path) -> Result<BTreeSet<String>> {
+    let mut ids = BTreeSet::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let policy: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)
+                .with_context(|| format!("parsing {}", path.display()))?;
+            let id = policy["metadata"]["id"]
+                .as_str()
+                .with_context(|| format!("{} has no metadata.id", path.display()))?;
+            ids.insert(id.to_owned());
+        }
+    }
+    if ids.is_empty() {
+        bail!("no custom policy in {}", dir.display());
+    }
+    Ok(ids)
 }
 
 #[cfg(test)]
@@ -202,6 +262,10 @@ mod tests {
         assert_eq!(findings.skipped.len(), 1);
         assert!(findings.skipped[0].ends_with("rotated by the issuer"));
         assert_eq!(findings.unexplained_skips.len(), 1);
+        assert_eq!(
+            findings.failed_ids,
+            BTreeSet::from(["CKV_AWS_2".to_owned()])
+        );
         assert!(findings.unexplained_skips[0].contains("CKV_AWS_4"));
         assert_eq!(findings.parsing_errors, ["/bad.yaml"]);
     }
@@ -213,6 +277,16 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(findings, Findings::default());
+    }
+
+    #[test]
+    fn every_custom_policy_has_an_id() {
+        let ids = policy_ids(&crate::checks::terraform::repo_root().join(POLICIES)).expect("ids");
+        assert!(ids.len() >= 10, "{ids:?}");
+        assert!(
+            ids.iter().all(|id| id.starts_with("CKV2_ROBOT_")),
+            "{ids:?}"
+        );
     }
 
     #[test]

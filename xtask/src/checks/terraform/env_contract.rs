@@ -1,48 +1,77 @@
-//! Every `ROBOT_*` environment variable the Terraform sets must be one the
-//! binaries read, spelled the same way. The binaries' flag lists live in
-//! the project contract (notes/contract.md, "robot-server" and
-//! "robot-controller": every flag also reads the env var shown, or
-//! `ROBOT_CONTROLLER_<FLAG_IN_UPPER_SNAKE>`); they are copied here until
-//! this check can read them from each binary's `--help`.
+//! Every `ROBOT_CONTROLLER_*` / `ROBOT_SERVER_*` name that the Terraform
+//! modules and the infra manifests set must be one the binaries read. The
+//! names come from the binaries themselves, in process: the `env` of every
+//! argument of `robot_controller::cli::Cli` and `robot_server::cli::command()`
+//! (all subcommands), the env-only names their help text lists, and the
+//! env-only constants the code exports. Nothing is copied here.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
-/// robot-server: `--listen`, `--auth-token-file`, the token itself (env
-/// only), `--no-auth`, `--state-file`, `--request-timeout`,
-/// `--max-connections`, `--log-format`, `--log-filter`.
-pub const SERVER_ENV: &[&str] = &[
-    "ROBOT_SERVER_LISTEN",
-    "ROBOT_SERVER_AUTH_TOKEN_FILE",
-    "ROBOT_SERVER_AUTH_TOKEN",
-    "ROBOT_SERVER_NO_AUTH",
-    "ROBOT_SERVER_STATE_FILE",
-    "ROBOT_SERVER_REQUEST_TIMEOUT",
-    "ROBOT_SERVER_MAX_CONNECTIONS",
-    "ROBOT_SERVER_LOG_FORMAT",
-    "ROBOT_SERVER_LOG",
-];
+use anyhow::{Context as _, Result};
+use clap::CommandFactory as _;
 
-/// robot-controller: `--kubeconfig-source`, `--server-token-source`,
-/// `--server-auth`, `--secret-refresh-interval`, `--allowed-endpoints`,
-/// `--api-group`, `--poll-interval`, `--max-reconcile-rate`,
-/// `--concurrency`, `--health-listen`, `--leader-election`,
-/// `--leader-election-namespace`, `--log-format`, `--log-filter`.
-pub const CONTROLLER_ENV: &[&str] = &[
-    "ROBOT_CONTROLLER_KUBECONFIG_SOURCE",
-    "ROBOT_CONTROLLER_SERVER_TOKEN_SOURCE",
-    "ROBOT_CONTROLLER_SERVER_AUTH",
-    "ROBOT_CONTROLLER_SECRET_REFRESH_INTERVAL",
-    "ROBOT_CONTROLLER_ALLOWED_ENDPOINTS",
-    "ROBOT_CONTROLLER_API_GROUP",
-    "ROBOT_CONTROLLER_POLL_INTERVAL",
-    "ROBOT_CONTROLLER_MAX_RECONCILE_RATE",
-    "ROBOT_CONTROLLER_CONCURRENCY",
-    "ROBOT_CONTROLLER_HEALTH_LISTEN",
-    "ROBOT_CONTROLLER_LEADER_ELECTION",
-    "ROBOT_CONTROLLER_LEADER_ELECTION_NAMESPACE",
-    "ROBOT_CONTROLLER_LOG_FORMAT",
-    "ROBOT_CONTROLLER_LOG",
-];
+/// The names each binary reads.
+pub struct Contract {
+    /// `ROBOT_CONTROLLER_` or `ROBOT_SERVER_` → (binary, names).
+    binaries: Vec<(&'static str, &'static str, BTreeSet<String>)>,
+}
+
+impl Contract {
+    pub fn from_binaries() -> Self {
+        let mut controller = names_of(&robot_controller::cli::Cli::command());
+        controller.insert(robot_controller::source::GCP_ENDPOINT_ENV.to_owned());
+        let mut server = names_of(&robot_server::cli::command());
+        server.insert(robot_server::cli::TOKEN_ENV.to_owned());
+        Contract {
+            binaries: vec![
+                ("ROBOT_CONTROLLER_", "robot-controller", controller),
+                ("ROBOT_SERVER_", "robot-server", server),
+            ],
+        }
+    }
+
+    /// Why `name` is not read, or `None` when a binary reads it.
+    pub fn problem(&self, name: &str) -> Option<String> {
+        match self.binaries.iter().find(|(p, _, _)| name.starts_with(p)) {
+            Some((_, _, names)) if names.contains(name) => None,
+            Some((_, bin, names)) => Some(format!(
+                "{name}: {bin}'s command line has no such variable (it reads {})",
+                names.iter().cloned().collect::<Vec<_>>().join(", ")
+            )),
+            None => Some(format!(
+                "{name}: read by neither robot-controller (ROBOT_CONTROLLER_*) nor robot-server (ROBOT_SERVER_*)"
+            )),
+        }
+    }
+
+    /// The problems of every name in `names`.
+    pub fn unknown<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        names.into_iter().filter_map(|n| self.problem(n)).collect()
+    }
+}
+
+/// The env names a command and its subcommands read: each argument's
+/// `env`, and the `ROBOT_*` names its help text lists as env-only.
+fn names_of(cmd: &clap::Command) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut todo = vec![cmd];
+    while let Some(cmd) = todo.pop() {
+        for arg in cmd.get_arguments() {
+            if let Some(env) = arg.get_env().and_then(|e| e.to_str()) {
+                names.insert(env.to_owned());
+            }
+        }
+        for help in [cmd.get_after_help(), cmd.get_after_long_help()]
+            .into_iter()
+            .flatten()
+        {
+            names.extend(robot_names(&help.to_string()));
+        }
+        todo.extend(cmd.get_subcommands());
+    }
+    names
+}
 
 /// Every `ROBOT_...` token in `text` (whole tokens: `[A-Z0-9_]` runs that
 /// start with `ROBOT_` and are not part of a longer identifier).
@@ -61,9 +90,9 @@ pub fn robot_names(text: &str) -> BTreeSet<String> {
         {
             end += 1;
         }
-        let standalone_start = start == 0 || !is_ident(bytes[start - 1]);
-        let standalone_end = end == bytes.len() || !is_ident(bytes[end]);
-        if standalone_start && standalone_end {
+        if (start == 0 || !is_ident(bytes[start - 1]))
+            && (end == bytes.len() || !is_ident(bytes[end]))
+        {
             names.insert(text[start..end].to_owned());
         }
         from = end.max(start + 1);
@@ -71,84 +100,101 @@ pub fn robot_names(text: &str) -> BTreeSet<String> {
     names
 }
 
-/// The names in `names` that no binary reads, with the reason.
-pub fn unknown<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-    names
-        .into_iter()
-        .filter_map(|name| {
-            let known = if name.starts_with("ROBOT_SERVER_") {
-                SERVER_ENV.contains(&name)
-            } else if name.starts_with("ROBOT_CONTROLLER_") {
-                CONTROLLER_ENV.contains(&name)
-            } else {
-                false
-            };
-            (!known).then(|| format!("{name} is read by neither robot-server nor robot-controller"))
+/// The files whose `ROBOT_*` names are checked: every `.tf` under
+/// `terraform/`, every manifest (`.yaml`, `.yml`, `.json`) under `infra/`.
+pub fn sources(repo: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for (dir, exts) in [
+        ("terraform", &["tf"][..]),
+        ("infra", &["yaml", "yml", "json"][..]),
+    ] {
+        let mut todo = vec![repo.join(dir)];
+        while let Some(dir) = todo.pop() {
+            for entry in
+                std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+            {
+                let entry = entry?;
+                // tests/variables/variables.tf links to the module's own.
+                if entry.file_type()?.is_symlink() {
+                    continue;
+                }
+                let path = entry.path();
+                let hidden = path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+                if path.is_dir() && !hidden {
+                    todo.push(path);
+                } else if path
+                    .extension()
+                    .is_some_and(|e| exts.iter().any(|x| e == *x))
+                {
+                    out.push(path);
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Names set in `repo`'s Terraform and manifests that no binary reads, by
+/// name, with the files that set them.
+pub fn check(repo: &Path, contract: &Contract) -> Result<(usize, Vec<String>)> {
+    let mut used: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let files = sources(repo)?;
+    for path in &files {
+        let text = std::fs::read_to_string(path)?;
+        let shown = path
+            .strip_prefix(repo)
+            .unwrap_or(path)
+            .display()
+            .to_string();
+        for name in robot_names(&text) {
+            used.entry(name).or_default().push(shown.clone());
+        }
+    }
+    let problems = used
+        .iter()
+        .filter_map(|(name, files)| {
+            contract
+                .problem(name)
+                .map(|p| format!("{p}; set in {}", files.join(", ")))
         })
-        .collect()
+        .collect();
+    Ok((files.len(), problems))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::terraform::repo_root;
 
-    fn terraform_sources() -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let mut dirs = vec![repo_root().join("terraform")];
-        while let Some(dir) = dirs.pop() {
-            let entries = std::fs::read_dir(&dir).expect("terraform/ is readable");
-            for entry in entries {
-                let path = entry.expect("directory entry").path();
-                let name = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                if path.is_dir() && !name.starts_with('.') {
-                    dirs.push(path);
-                } else if name.ends_with(".tf") {
-                    let text = std::fs::read_to_string(&path).expect("a .tf file is readable");
-                    out.push((path.display().to_string(), text));
-                }
-            }
+    #[test]
+    fn the_binaries_name_their_flags_and_env_only_variables() {
+        let contract = Contract::from_binaries();
+        for known in [
+            "ROBOT_CONTROLLER_KUBECONFIG_SOURCE",
+            "ROBOT_CONTROLLER_ALLOWED_ENDPOINTS",
+            "ROBOT_CONTROLLER_GCP_SECRETMANAGER_ENDPOINT",
+            "ROBOT_SERVER_LISTEN",
+            "ROBOT_SERVER_AUTH_TOKEN",
+        ] {
+            assert_eq!(contract.problem(known), None, "{known}");
         }
-        assert!(
-            out.len() >= 8,
-            "expected the modules and examples, found {}",
-            out.len()
-        );
-        out
     }
 
     #[test]
-    fn every_robot_env_var_in_terraform_is_one_the_binaries_read() {
-        let mut problems = Vec::new();
-        for (path, text) in terraform_sources() {
-            for problem in unknown(robot_names(&text).iter().map(String::as_str)) {
-                problems.push(format!("{path}: {problem}"));
-            }
-        }
-        assert!(problems.is_empty(), "{}", problems.join("\n"));
-    }
-
-    #[test]
-    fn both_modules_give_the_controller_its_kubeconfig_source_and_allowed_endpoints() {
-        for module in ["aws", "gcp"] {
-            let main = std::fs::read_to_string(
-                repo_root().join(format!("terraform/modules/{module}/main.tf")),
-            )
-            .expect("module main.tf is readable");
-            let names = robot_names(&main);
-            for needed in [
-                "ROBOT_CONTROLLER_KUBECONFIG_SOURCE",
-                "ROBOT_CONTROLLER_ALLOWED_ENDPOINTS",
-            ] {
-                assert!(
-                    names.contains(needed),
-                    "{module} module does not set {needed}"
-                );
-            }
-        }
+    fn a_misspelt_or_misplaced_name_is_reported_with_its_binary() {
+        let contract = Contract::from_binaries();
+        let problems = contract.unknown([
+            "ROBOT_CONTROLLER_KUBECONFIG",
+            "ROBOT_SERVER_ALLOWED_ENDPOINTS",
+            "ROBOT_LOG",
+            "ROBOT_SERVER_LOG",
+        ]);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with("ROBOT_CONTROLLER_KUBECONFIG: robot-controller's"));
+        assert!(problems[1].contains("robot-server's command line"));
+        assert!(problems[2].contains("read by neither"));
     }
 
     #[test]
@@ -158,17 +204,5 @@ mod tests {
         );
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         assert_eq!(names, ["ROBOT_CONTROLLER_LOG", "ROBOT_SERVER_LISTEN"]);
-    }
-
-    #[test]
-    fn a_misspelt_or_misplaced_name_is_reported() {
-        let problems = unknown([
-            "ROBOT_CONTROLLER_KUBECONFIG",
-            "ROBOT_SERVER_ALLOWED_ENDPOINTS",
-            "ROBOT_LOG",
-            "ROBOT_SERVER_LOG",
-        ]);
-        assert_eq!(problems.len(), 3, "{problems:?}");
-        assert!(problems[0].starts_with("ROBOT_CONTROLLER_KUBECONFIG "));
     }
 }
