@@ -924,7 +924,7 @@ async fn credentials_rotated_and_revoked_while_robots_change() {
     let state_dir = tempfile::tempdir().expect("temp dir");
     let state = state_dir.path().join("robots.json");
     let server_token = state_dir.path().join("server-token");
-    std::fs::write(&server_token, "server-token-one").expect("token");
+    std::fs::write(&server_token, "server-token-one-0123456789abcdef0123").expect("token");
     let mut env = Env::start_with(
         CrdSet::Ours,
         robot_controller::api::Family::Crossplane,
@@ -937,7 +937,7 @@ async fn credentials_rotated_and_revoked_while_robots_change() {
     )
     .await;
     let controller_token = env.dir.path().join("controller-server-token");
-    std::fs::write(&controller_token, "server-token-one").expect("token");
+    std::fs::write(&controller_token, "server-token-one-0123456789abcdef0123").expect("token");
     let mut controller = env.controller(&[
         "--poll-interval",
         "2s",
@@ -951,7 +951,7 @@ async fn credentials_rotated_and_revoked_while_robots_change() {
     controller.wait_ready().await;
     let all = names("rot", 12);
     create_all(&env, &all[..6], "red").await;
-    converged_with_token(&env, &controller, "server-token-one").await;
+    converged_with_token(&env, &controller, "server-token-one-0123456789abcdef0123").await;
 
     // The control-plane token: a new one issued, the old one revoked (the
     // apiserver restarts with only the new one), while Robots change; the
@@ -963,7 +963,7 @@ async fn credentials_rotated_and_revoked_while_robots_change() {
         .await
         .expect("rotate the controller token");
     churn(&env, &all[3..4], "green", &[], &all[8..10]).await;
-    converged_with_token(&env, &controller, "server-token-one").await;
+    converged_with_token(&env, &controller, "server-token-one-0123456789abcdef0123").await;
     let took = rotated.elapsed();
     let reloads = controller
         .metric_sum("robot_controller_kubeconfig_reloads_total", |_| true)
@@ -977,14 +977,14 @@ async fn credentials_rotated_and_revoked_while_robots_change() {
 
     // The robot server's token: the server restarts with a new one only,
     // the controller's source is updated after.
-    std::fs::write(&server_token, "server-token-two").expect("token");
+    std::fs::write(&server_token, "server-token-two-0123456789abcdef0123").expect("token");
     env.server.restart().await.expect("server restart");
     churn(&env, &all[4..5], "white", &all[5..6], &all[10..]).await;
     let message = synced_false_message(&env, &all[10]).await;
     assert!(message.contains("refused our credentials"), "{message}");
     let rotated = Instant::now();
-    std::fs::write(&controller_token, "server-token-two").expect("token");
-    converged_with_token(&env, &controller, "server-token-two").await;
+    std::fs::write(&controller_token, "server-token-two-0123456789abcdef0123").expect("token");
+    converged_with_token(&env, &controller, "server-token-two-0123456789abcdef0123").await;
     report(
         "robot-server token rotated, old one revoked, while Robots change",
         &format!("Synced=False ({message}) until the new token was read"),

@@ -764,7 +764,7 @@ async fn gcp_secret_manager_kubeconfig_and_server_token_with_rotation() {
 async fn gcp_id_tokens_reach_the_robot_server() {
     let server_dir = tempfile::tempdir().unwrap();
     let token_file = server_dir.path().join("expected-id-token");
-    std::fs::write(&token_file, "not-yet").unwrap();
+    std::fs::write(&token_file, "not-yet-the-id-token-placeholder-0123").unwrap();
     let mut env = Env::start_with(
         CrdSet::Ours,
         Family::Crossplane,
