@@ -249,7 +249,14 @@ impl Stack {
         }
 
         let launch = match controller {
-            ControllerLaunch::Run(args) => start_controller(layout, args).await?,
+            ControllerLaunch::Run(args) => {
+                // The local server is the one a ProviderConfig may name.
+                let mut args = args.clone();
+                if !args.iter().any(|a| a == "--allowed-endpoints") {
+                    args.extend(["--allowed-endpoints".to_owned(), server.url().to_owned()]);
+                }
+                start_controller(layout, &args).await?
+            }
             ControllerLaunch::Skip(reason) => Err(reason.clone()),
         };
         let (controller, controller_status) = match launch {

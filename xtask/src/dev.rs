@@ -287,6 +287,44 @@ fn run_demo(kubectl: &Kubectl, state: &State) -> Result<()> {
         r.status == 404
     })?;
     println!("GET /robots?name=example -> 404: gone from the server too");
+
+    // Crossplane v2: the namespaced generation, served beside the legacy one.
+    let v2 = group.replacen("dummy.", "dummy.m.", 1);
+    if kubectl
+        .quiet(&["get", "crd", &format!("robots.iam.{v2}")])
+        .is_ok()
+    {
+        step("Crossplane v2: a ClusterProviderConfig `default` and a namespaced Robot in team-a");
+        kubectl.apply(&format!(
+            "apiVersion: {v2}/v1alpha1\nkind: ClusterProviderConfig\nmetadata:\n  name: default\n\
+             spec:\n  endpoint: {server_url}\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n"
+        ))?;
+        kubectl.apply(&format!(
+            "apiVersion: iam.{v2}/v1alpha1\nkind: Robot\nmetadata:\n  name: example\n  namespace: team-a\n\
+             spec:\n  forProvider:\n    color: yellow\n  writeConnectionSecretToRef:\n    name: example-robot\n"
+        ))?;
+        let ns_robot = format!("robot.iam.{v2}/example");
+        for condition in ["Synced", "Ready"] {
+            kubectl.run(&[
+                "-n",
+                "team-a",
+                "wait",
+                &format!("--for=condition={condition}"),
+                &timeout,
+                &ns_robot,
+            ])?;
+        }
+        kubectl.run(&["-n", "team-a", "get", &format!("robots.iam.{v2}")])?;
+        step("Its connection details, in its own namespace");
+        kubectl.run(&["-n", "team-a", "get", "secret", "example-robot"])?;
+        show_robot(server, "yellow")?;
+        step("Delete it");
+        kubectl.run(&["-n", "team-a", "delete", &ns_robot, &timeout])?;
+        wait_for_server(server, "the robot to be gone from the server", |r| {
+            r.status == 404
+        })?;
+        println!("GET /robots?name=example -> 404: gone from the server too");
+    }
     println!("\ndemo: done");
     Ok(())
 }
@@ -371,6 +409,21 @@ impl Kubectl {
 
     fn run(&self, args: &[&str]) -> Result<()> {
         let status = self.command(args).status().context("running kubectl")?;
+        if !status.success() {
+            bail!("kubectl {} failed: {status}", args.join(" "));
+        }
+        Ok(())
+    }
+
+    /// Runs kubectl without echoing it or its output: for a question.
+    fn quiet(&self, args: &[&str]) -> Result<()> {
+        let status = Command::new(&self.path)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("running kubectl")?;
         if !status.success() {
             bail!("kubectl {} failed: {status}", args.join(" "));
         }

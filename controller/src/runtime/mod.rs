@@ -205,7 +205,11 @@ impl Setup {
         };
         let options = ConnectOptions {
             permissions: args.kubeconfig_permissions(),
-            upbound_token_source: args.upbound_token_source.clone(),
+            // Empty: not set (a template filled with nothing).
+            upbound_token_source: args
+                .upbound_token_source
+                .clone()
+                .filter(|s| !s.trim().is_empty()),
             upbound_auth_endpoint: args.upbound_auth_endpoint.clone(),
             refresh_interval: args.secret_refresh_interval,
             request_timeout: args.kube_timeout,

@@ -45,14 +45,19 @@ pub async fn run(repo: &Path) -> Result<Report> {
     let infra = repo.join("infra");
     let mut report = Report::default();
 
-    // The namespace for real: the namespaced objects need it to exist.
-    let out = output(
-        cp.kubectl()
-            .args(["apply", "-f"])
-            .arg(infra.join("kubernetes/namespace.yaml")),
-    )?;
-    if !out.status.success() {
-        bail!("kubectl apply namespace.yaml: {}", text(&out));
+    // The namespaces for real: the namespaced objects need them to exist.
+    for namespace in [
+        "kubernetes/namespace.yaml",
+        "examples/namespaced/namespace.yaml",
+    ] {
+        let out = output(
+            cp.kubectl()
+                .args(["apply", "-f"])
+                .arg(infra.join(namespace)),
+        )?;
+        if !out.status.success() {
+            bail!("kubectl apply {namespace}: {}", text(&out));
+        }
     }
 
     let mut admin = cp.kubectl();
@@ -84,8 +89,14 @@ pub async fn run(repo: &Path) -> Result<Report> {
     eprintln!("{said}");
 
     // The controller may patch Robots and ProviderConfigs, never create them.
-    for entry in std::fs::read_dir(infra.join("examples"))? {
-        let path = entry?.path();
+    let examples = infra.join("examples");
+    let mut paths = Vec::new();
+    for dir in [examples.clone(), examples.join("namespaced")] {
+        for entry in std::fs::read_dir(dir)? {
+            paths.push(entry?.path());
+        }
+    }
+    for path in paths {
         if path.extension().is_none_or(|e| e != "yaml") {
             continue;
         }

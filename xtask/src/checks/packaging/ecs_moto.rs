@@ -127,6 +127,8 @@ pub fn run(repo: &Path, scratch: &Path, venv_bin: &Path) -> Result<usize> {
             "SERVER_TOKEN_SECRET_ARN",
             format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:robot-byoc-server-token"),
         ),
+        // Not an Upbound control plane here.
+        ("UPBOUND_TOKEN_SOURCE", String::new()),
     ]
     .into();
     let readme = std::fs::read_to_string(repo.join("infra/ecs/README.md"))?;

@@ -123,7 +123,11 @@ pub fn ecs_containers(task: &Value) -> Vec<Container> {
     items(task, "/containerDefinitions")
         .map(|c| Container {
             name: str_at(c, "/name").unwrap_or_default().to_owned(),
-            env: name_values(c, "/environment"),
+            // Variables and secrets alike end up in the environment.
+            env: name_values(c, "/environment")
+                .into_iter()
+                .chain(name_values(c, "/secrets"))
+                .collect(),
             ports: named_ports(c, "/portMappings"),
             ..Container::default()
         })
