@@ -1,6 +1,5 @@
 //! Dev tasks for the workspace, run as `cargo xtask <task>`.
 
-mod bench;
 mod checks;
 mod ci;
 mod dev;
@@ -27,12 +26,13 @@ enum Task {
     },
     /// Install the tools the checks need, without running them.
     Tools,
-    /// Performance figures (printed, never asserted).
+    /// Performance figures (printed, never asserted): runs the
+    /// robot-bench crate, built with optimizations; `--help` after the
+    /// target lists its options.
     Bench {
-        #[arg(value_enum)]
-        target: bench::Target,
-        #[command(flatten)]
-        options: bench::Options,
+        /// The target and its options, as `robot-bench` takes them.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
     },
     /// Start a control plane, robot server and controller in the
     /// background; writes target/dev/kubeconfig and target/dev/env.
@@ -58,7 +58,25 @@ fn main() -> Result<()> {
     std::env::set_current_dir(&root)?;
     match Cli::parse().task {
         Task::Ci { only } => ci::run(&only),
-        Task::Bench { target, options } => bench::run(target, &options),
+        Task::Bench { args } => {
+            // The load generator of the server benches.
+            tools::apt(&[("wrk", "wrk")])?;
+            tools::run(
+                std::process::Command::new(
+                    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+                )
+                .args([
+                    "run",
+                    "--quiet",
+                    "--release",
+                    "--locked",
+                    "-p",
+                    "robot-bench",
+                    "--",
+                ])
+                .args(&args),
+            )
+        }
         Task::Up(args) => dev::up(&args).map(drop),
         Task::Down => dev::down(),
         Task::Demo(args) => dev::demo(&args),

@@ -19,8 +19,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::tools;
-
 /// Load generator settings: 64 connections over wrk's 2 threads (one per
 /// core of the machine the aims were set for).
 const CONNECTIONS: u32 = 64;
@@ -112,7 +110,16 @@ const STATIC_ENV: &str = "ROBOT_SERVER_BENCH_STATIC_GLIBC";
 const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 pub fn bench() -> Result<()> {
-    tools::apt(&[("wrk", "wrk")])?;
+    // Installed by `cargo xtask bench` (a bench installs nothing itself).
+    if std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        bail!(
+            "wrk is not installed: run `cargo xtask bench server`, which installs it, or apt-get install wrk"
+        );
+    }
     let static_glibc = std::env::var(STATIC_ENV).map_or(true, |v| v != "0");
     let mut build = cargo();
     build.args([
@@ -132,7 +139,7 @@ pub fn bench() -> Result<()> {
     } else {
         binary("release")
     };
-    tools::run(&mut build)?;
+    crate::run_command(&mut build)?;
     let size = std::fs::metadata(&binary)
         .with_context(|| format!("reading {}", binary.display()))?
         .len();
@@ -191,7 +198,7 @@ pub fn bench() -> Result<()> {
     eprintln!("bench: GET load, server and wrk pinned to a core each");
     let mut server =
         RunningServer::start(&binary, &["--no-auth"], &[("TOKIO_WORKER_THREADS", "1")])?;
-    tools::run(
+    crate::run_command(
         Command::new("taskset")
             .args(["--all-tasks", "--cpu-list", "--pid", "0"])
             .arg(server.child.id().to_string())
@@ -630,7 +637,7 @@ impl RunningServer {
 
     /// SIGTERM, then the exit status (SIGKILL after `limit`).
     pub fn terminate(&mut self, limit: Duration) -> Result<ExitStatus> {
-        tools::run(Command::new("kill").args(["-TERM", &self.child.id().to_string()]))?;
+        crate::run_command(Command::new("kill").args(["-TERM", &self.child.id().to_string()]))?;
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait()? {

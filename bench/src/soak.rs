@@ -450,5 +450,5 @@ pub fn chaos(runs: usize, seed: Option<u64>) -> Result<()> {
         cmd.env("ROBOT_CHAOS_SEED", seed.to_string());
     }
     println!("chaos: {runs} runs of 4 SIGKILLs each (see the `fault report` line)");
-    crate::tools::run(&mut cmd)
+    crate::run_command(&mut cmd)
 }

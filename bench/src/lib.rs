@@ -1,5 +1,7 @@
-//! `cargo xtask bench <target>`: performance figures, printed for people
-//! and BENCHMARKS.md, never asserted (machines differ; tests must not).
+//! Benchmarks (`cargo xtask bench <target>`, or `robot-bench <target>`):
+//! performance figures, printed for people and BENCHMARKS.md, never
+//! asserted (machines differ; tests must not). A crate of its own, apart
+//! from the dev tasks.
 
 pub mod controller;
 mod host;
@@ -7,7 +9,20 @@ pub mod server;
 pub mod soak;
 mod stack;
 
-use anyhow::Result;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// Runs a command, failing with its command line when it fails.
+pub(crate) fn run_command(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
 
 /// What to benchmark.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]

@@ -19,7 +19,7 @@ pub struct Binaries {
 /// figures are only ever taken of what users run.
 pub fn build_release() -> Result<Binaries> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    crate::tools::run(Command::new(cargo).args([
+    crate::run_command(Command::new(cargo).args([
         "build",
         "--release",
         "--locked",
