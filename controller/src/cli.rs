@@ -221,6 +221,12 @@ pub struct RunArgs {
     )]
     pub reconcile_timeout: Duration,
 
+    /// Record no Normal events (CreatedExternalResource, UpdatedExternalResource,
+    /// DeletedExternalResource): one control-plane write fewer per change.
+    /// Warning events are always recorded.
+    #[arg(long, env = "ROBOT_CONTROLLER_NO_NORMAL_EVENTS")]
+    pub no_normal_events: bool,
+
     /// Address for /healthz, /readyz and /metrics. Default 0.0.0.0:8080, or
     /// 0.0.0.0:$PORT when PORT is set (Cloud Run).
     #[arg(long, env = "ROBOT_CONTROLLER_HEALTH_LISTEN", value_name = "ADDR")]

@@ -111,6 +111,11 @@ pub struct ReconcilerConfig {
     pub controller_name: String,
     /// Record the Normal events of a create, an update or a delete.
     pub normal_events: bool,
+    /// Longest one reconcile may take. Past it the reconcile is abandoned
+    /// (every step is idempotent: the next one observes where it stopped)
+    /// and retried with backoff, so one hung call cannot stall a resource
+    /// forever.
+    pub timeout: Duration,
 }
 
 impl Default for ReconcilerConfig {
@@ -122,6 +127,7 @@ impl Default for ReconcilerConfig {
             backoff_max: Duration::from_secs(30),
             controller_name: "robot-byoc/robot-controller".into(),
             normal_events: true,
+            timeout: Duration::from_secs(60),
         }
     }
 }
@@ -136,6 +142,18 @@ pub enum Error {
         #[source]
         source: WriteError,
     },
+    #[error("reconciling {name} took longer than {after:?}; abandoned, will retry")]
+    Timeout { name: String, after: Duration },
+}
+
+impl Error {
+    /// The `reason` label of the reconcile metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Write { .. } => "CannotUpdateManagedResource",
+            Error::Timeout { .. } => "ReconcileTimeout",
+        }
+    }
 }
 
 type Mr<K> = Managed<<K as ManagedKind>::Spec, <K as ManagedKind>::Status>;
@@ -269,7 +287,13 @@ impl<K: ManagedKind, W: Writer> Reconciler<K, W> {
     /// resource's conditions and events; only a failure to write to the
     /// control plane is returned.
     pub async fn reconcile(&self, mr: Arc<Mr<K>>) -> Result<Outcome, Error> {
-        let result = match self.reconcile_inner(&mr).await {
+        let inner = tokio::time::timeout(self.config.timeout, self.reconcile_inner(&mr));
+        let result = match inner.await.unwrap_or_else(|_| {
+            Err(Error::Timeout {
+                name: mr.name_any(),
+                after: self.config.timeout,
+            })
+        }) {
             // A write refused for a stale resourceVersion: someone else
             // wrote meanwhile. Look again at the newest version soon instead
             // of failing (which warns and backs off, up to --max-backoff).

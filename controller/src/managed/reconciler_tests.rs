@@ -118,6 +118,8 @@ pub struct World {
     pub calls: Vec<String>,
     /// The connector refuses configs of this target.
     pub refuse_target: Option<String>,
+    /// Operations that never answer (a black-holed system).
+    pub hang: Vec<&'static str>,
 }
 
 type SharedWorld = Arc<Mutex<World>>;
@@ -186,6 +188,9 @@ impl<S: FakeSpecExt> ExternalClient<S, FakeStatus> for FakeClient {
         mr: &Managed<S, FakeStatus>,
         status: &mut FakeStatus,
     ) -> Result<Observation, ExternalError> {
+        if self.world.lock().unwrap().hang.contains(&"observe") {
+            std::future::pending::<()>().await;
+        }
         let world = self.call("observe")?;
         let name = meta::external_name(&mr.metadata);
         let Some(value) = world.resources.get(&(self.target.clone(), name)) else {
@@ -1603,4 +1608,26 @@ async fn permanent_failures_back_off_from_the_largest_step() {
     assert!(near(delays[0], Duration::from_secs(30)), "{delays:?}");
     assert!(near(delays[1], Duration::from_secs(60)), "{delays:?}");
     assert!(near(delays[5], Duration::from_secs(300)), "{delays:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reconcile_that_hangs_is_abandoned_at_its_timeout_and_retried() {
+    let r = rig::<NamespacedFake>(|c| c.timeout = Duration::from_secs(5));
+    let mr = Arc::new(settled(fake("r1", "red")));
+    r.world.lock().unwrap().hang.push("observe");
+    let started = tokio::time::Instant::now();
+    let err = r.reconciler.reconcile(mr.clone()).await.unwrap_err();
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    assert_eq!(err.reason(), "ReconcileTimeout");
+    assert_eq!(
+        err.to_string(),
+        "reconciling r1 took longer than 5s; abandoned, will retry"
+    );
+    // Abandoned mid-way: nothing half-decided was recorded on the resource.
+    assert!(r.writer.statuses.lock().unwrap().is_empty());
+    // The system answers again: the next reconcile settles the resource.
+    r.world.lock().unwrap().hang.clear();
+    exists(&r.world, "r1", "red");
+    let o = r.reconciler.reconcile(mr).await.unwrap();
+    assert_eq!(o.state, SyncState::Synced);
 }

@@ -433,7 +433,7 @@ async fn reconcile_managed<K: ManagedKind>(
     let outcome = state.reconciler.reconcile(mr).await;
     let (result, reason) = match &outcome {
         Ok(o) => (o.state.as_str(), o.reason.map(|r| r.as_str()).unwrap_or("")),
-        Err(_) => ("error", "CannotUpdateManagedResource"),
+        Err(e) => ("error", e.reason()),
     };
     let labels = ReconcileLabels {
         kind: state.id.clone(),

@@ -255,6 +255,8 @@ impl Setup {
             poll_interval: self.args.poll_interval,
             min_poll_interval: self.args.min_poll_interval,
             backoff_max: self.args.max_backoff,
+            timeout: self.args.reconcile_timeout,
+            normal_events: !self.args.no_normal_events,
             ..ReconcilerConfig::default()
         }
     }
