@@ -201,8 +201,7 @@ pub struct RunArgs {
     pub server_timeout: Duration,
 
     /// Timeout of each request to the control plane (watches excepted:
-    /// the apiserver ends them every few minutes, and a silent one is
-    /// dropped after twice that).
+    /// each lasts 30 s, and one silent for 45 s is dropped and resumed).
     #[arg(
         long,
         env = "ROBOT_CONTROLLER_KUBE_TIMEOUT",

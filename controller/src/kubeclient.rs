@@ -389,10 +389,16 @@ fn build_error(e: &kube::Error) -> String {
     }
 }
 
-/// How long a watch may be silent before its connection is dropped: past
-/// the apiserver's own end of each watch (kube's watcher asks for 290 s,
-/// bookmarks come every minute or so).
-const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long each watch asks the apiserver to last (`timeoutSeconds`).
+pub const WATCH_SECONDS: u32 = 30;
+
+/// How long a connection may be silent before it is dropped: past the
+/// apiserver's own end of each watch. A watch on a connection that died
+/// without a reset (a NAT or load balancer that forgot it) is noticed and
+/// replaced in this long, not in kube's default of 290 s (client-go
+/// notices in about 45 s too, with HTTP/2 pings). The cost: each watch is
+/// resumed twice a minute, a request with no relist.
+const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(WATCH_SECONDS as u64 + 15);
 
 /// The transport of the shared client: forwards to the current inner
 /// client (adding its token), bounds each request, counts requests, and
@@ -616,6 +622,43 @@ fn verb(req: &Request<Body>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(server: &str, token: &str) -> kube::Config {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+             clusters: [{{name: k, cluster: {{server: '{server}'}}}}]\n\
+             users: [{{name: u, user: {{token: {token}}}}}]\n\
+             contexts: [{{name: c, context: {{cluster: k, user: u}}}}]\n"
+        );
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
+        futures::executor::block_on(kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        ))
+        .unwrap()
+    }
+
+    /// The in-cluster and default sources have no secret version to
+    /// compare: an unchanged resolved config must not rebuild the client
+    /// (and relist every watch) at each refresh, a changed one must.
+    #[test]
+    fn a_resolved_config_is_fingerprinted_by_what_it_connects_with() {
+        let a = fingerprint(&config("https://cp.example:6443", "t-one")).unwrap();
+        assert_eq!(
+            fingerprint(&config("https://cp.example:6443", "t-one")),
+            Some(a)
+        );
+        assert_ne!(
+            fingerprint(&config("https://cp.example:6443", "t-two")),
+            Some(a),
+            "a rotated token"
+        );
+        assert_ne!(
+            fingerprint(&config("https://cp2.example:6443", "t-one")),
+            Some(a),
+            "another control plane"
+        );
+    }
 
     #[test]
     fn load_retries_wait_at_least_what_is_asked_and_spread_out() {

@@ -21,7 +21,9 @@
 //!   cannot be made to fail that way.
 //!
 //! [`cut`](FaultProxy::cut) closes every open connection now (a watch cut
-//! by a load balancer). Changing to `Refuse` or `Answer` cuts too, so that
+//! by a load balancer). [`strand`](FaultProxy::strand) black-holes every
+//! open connection for good while new ones pass: half-open connections, as
+//! a NAT gateway leaves them when it forgets them without a reset. Changing to `Refuse` or `Answer` cuts too, so that
 //! no kept-alive connection slips past the new fault.
 //!
 //! The proxy runs on its own thread and runtime, so a test blocking its own
@@ -151,6 +153,8 @@ struct Shared {
     fault: watch::Sender<Fault>,
     /// Bumped by every cut; open connections close when it changes.
     cuts: watch::Sender<u64>,
+    /// Bumped by every strand; open connections stop forwarding for good.
+    strands: watch::Sender<u64>,
     accepted: AtomicU64,
     answered: AtomicU64,
     open: AtomicUsize,
@@ -224,6 +228,7 @@ impl FaultProxy {
         let shared = Arc::new(Shared {
             fault: watch::channel(Fault::Pass).0,
             cuts: watch::channel(0).0,
+            strands: watch::channel(0).0,
             accepted: AtomicU64::new(0),
             answered: AtomicU64::new(0),
             open: AtomicUsize::new(0),
@@ -297,6 +302,12 @@ impl FaultProxy {
     /// Closes every open connection, both ends.
     pub fn cut(&self) {
         self.shared.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Stops forwarding on every open connection, for good, without closing
+    /// it; connections made afterwards pass as the current fault says.
+    pub fn strand(&self) {
+        self.shared.strands.send_modify(|n| *n += 1);
     }
 
     /// Connections accepted since the start.
@@ -385,8 +396,25 @@ async fn connection(client: TcpStream, upstream: Option<SocketAddr>, shared: &Ar
             let _ = server.set_nodelay(true);
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
-            let requests = pump(client_read, server_write, shared.fault.subscribe(), false);
-            let answers = pump(server_read, client_write, shared.fault.subscribe(), true);
+            let strand = || {
+                let mut r = shared.strands.subscribe();
+                r.mark_unchanged();
+                r
+            };
+            let requests = pump(
+                client_read,
+                server_write,
+                shared.fault.subscribe(),
+                strand(),
+                false,
+            );
+            let answers = pump(
+                server_read,
+                client_write,
+                shared.fault.subscribe(),
+                strand(),
+                true,
+            );
             tokio::join!(requests, answers);
         }
     }
@@ -406,6 +434,7 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut fault: watch::Receiver<Fault>,
+    strand: watch::Receiver<u64>,
     answers: bool,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
@@ -414,6 +443,10 @@ async fn pump(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if strand.has_changed().unwrap_or(true) {
+            // Stranded: hold both ends open and forward nothing, until cut.
+            std::future::pending::<()>().await;
+        }
         let current = match fault
             .wait_for(|f| *f != Fault::Blackhole)
             .await
@@ -571,6 +604,27 @@ mod tests {
         let mut b = connect(&proxy);
         assert_eq!(roundtrip(&mut b, b"again").expect("new"), b"again");
         assert_eq!(proxy.connections(), 2);
+    }
+
+    #[test]
+    fn stranded_connections_stay_open_and_silent_while_new_ones_pass() {
+        let proxy = FaultProxy::start(echo_server()).expect("proxy");
+        let mut a = connect(&proxy);
+        assert_eq!(roundtrip(&mut a, b"hello").expect("pass"), b"hello");
+        proxy.strand();
+        a.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        a.write_all(b"lost")
+            .expect("write: the connection looks open");
+        let mut buf = [0u8; 4];
+        let err = a.read_exact(&mut buf).expect_err("nothing arrives");
+        assert!(matches!(
+            err.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ));
+        let mut b = connect(&proxy);
+        assert_eq!(roundtrip(&mut b, b"new").expect("new"), b"new");
+        assert_eq!(proxy.open_connections(), 2, "the stranded one is held");
     }
 
     #[test]

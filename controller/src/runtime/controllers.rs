@@ -83,7 +83,10 @@ fn resuming_watcher<K>(
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
-    let config = watcher::Config::default();
+    // The apiserver ends each watch after this long and kube's watcher
+    // resumes it from its last resourceVersion (no relist), so a watch is
+    // never silent for longer than the client's read timeout allows.
+    let config = watcher::Config::default().timeout(crate::kubeclient::WATCH_SECONDS);
     let start = move || {
         watcher(api.clone(), config.clone())
             .default_backoff()

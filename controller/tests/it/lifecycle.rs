@@ -176,8 +176,31 @@ async fn observe_only_never_writes_to_the_server() {
     controller.wait_ready().await;
 
     let observe = json!({ "spec": { "managementPolicies": ["Observe"] } });
-    env.create_robot("imported", "gold", observe.clone()).await;
+    let observe_with_secret = json!({ "spec": {
+        "managementPolicies": ["Observe"],
+        "writeConnectionSecretToRef": { "name": "imported-conn", "namespace": "default" },
+    } });
+    env.create_robot("imported", "gold", observe_with_secret)
+        .await;
     let robot = env.wait_ready("imported").await;
+    // Finalized like any other: the test control plane runs no garbage
+    // collector, so only the finalizer removes the usage and the Secret.
+    assert!(
+        robot
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == meta::FINALIZER),
+        "{:?}",
+        robot.metadata.finalizers
+    );
+    let secrets: Api<Secret> = Api::namespaced(env.admin.clone(), "default");
+    wait_for("connection secret", CONVERGE, || async {
+        secrets.get_opt("imported-conn").await.ok().flatten()
+    })
+    .await
+    .unwrap();
     assert_eq!(
         robot.status.unwrap().at_provider.unwrap().color.as_deref(),
         Some("silver"),
@@ -198,10 +221,24 @@ async fn observe_only_never_writes_to_the_server() {
     assert!(message.contains("does not exist"), "{message}");
     assert_eq!(env.server_robot("phantom").await, None);
 
-    // Deleting an observe-only Robot leaves the robot alone.
+    // Deleting an observe-only Robot leaves the robot alone, and removes
+    // what the controller made for it.
     env.delete_robot("imported").await;
     env.wait_gone("imported").await;
     assert_eq!(env.server_robot("imported").await.unwrap().color, "silver");
+    assert!(secrets.get_opt("imported-conn").await.unwrap().is_none());
+    env.delete_robot("phantom").await;
+    env.wait_gone("phantom").await;
+    wait_for("usages released", CONVERGE, || async {
+        let usages = env
+            .dynamic(&env.res.usage)
+            .list(&ListParams::default())
+            .await
+            .ok()?;
+        usages.items.is_empty().then_some(())
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -388,6 +425,32 @@ async fn connection_details_are_published_and_removed() {
         secret.type_.as_deref(),
         Some("connection.crossplane.io/v1alpha1")
     );
+
+    // Someone deletes the Secret, then edits it: each is repaired at the
+    // next poll, without a restart.
+    secrets
+        .delete("talker-conn", &Default::default())
+        .await
+        .unwrap();
+    wait_for("connection secret recreated", CONVERGE, || async {
+        secrets.get_opt("talker-conn").await.ok().flatten()
+    })
+    .await
+    .unwrap();
+    secrets
+        .patch(
+            "talker-conn",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({ "data": { "color": "cmVk" } })),
+        )
+        .await
+        .unwrap();
+    wait_for("connection secret repaired", CONVERGE, || async {
+        let s = secrets.get_opt("talker-conn").await.ok().flatten()?;
+        (s.data?.get("color")?.0 == b"cyan").then_some(())
+    })
+    .await
+    .unwrap();
 
     env.delete_robot("talker").await;
     env.wait_gone("talker").await;

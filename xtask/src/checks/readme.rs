@@ -68,7 +68,8 @@ pub fn step() -> Result<Outcome> {
 }
 
 fn binary(name: &str) -> Result<std::path::PathBuf> {
-    testenv::binary_path(name).with_context(|| format!("building {name}"))
+    // Built (a no-op when fresh): a stale binary would write stale tables.
+    testenv::build_binary(name).with_context(|| format!("building {name}"))
 }
 
 fn help(args: &[&str]) -> Result<String> {

@@ -289,3 +289,37 @@ async fn status_writes_conflict_with_another_writer() {
         took.min(settled.elapsed()),
     );
 }
+
+/// Every connection to the control plane goes silent at once, without a
+/// reset (a NAT gateway that forgot them); new connections work. Requests
+/// on the dead connections time out (`--kube-timeout`), watches are
+/// dropped at the read timeout and resumed on new connections, and no
+/// reconcile hangs past `--reconcile-timeout`.
+#[tokio::test]
+async fn half_open_apiserver_connections_are_abandoned_and_replaced() {
+    let env = Env::start().await;
+    let (proxy, controller, all) =
+        converged_behind_proxy(&env, "half", 10, 6, "before the strand").await;
+    let before = proxy.connections();
+    proxy.strand();
+    let stranded = Instant::now();
+    churn(&env, &all[..2], "blue", &all[2..3], &all[6..]).await;
+    // Bounded by the read timeout (45 s) plus a poll.
+    wait_converged_within(
+        &env,
+        &[&controller],
+        "after the strand",
+        Duration::from_secs(90),
+    )
+    .await;
+    let took = stranded.elapsed();
+    assert!(
+        proxy.connections() > before,
+        "recovered over new connections"
+    );
+    report(
+        "every apiserver connection black-holed, half-open (no reset)",
+        "requests timed out, watches dropped at the read timeout and resumed",
+        took,
+    );
+}

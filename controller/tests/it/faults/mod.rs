@@ -138,9 +138,19 @@ pub async fn divergence(env: &Env) -> Option<String> {
 
 /// Waits until [`divergence`] finds nothing; returns how long it took.
 pub async fn wait_converged(env: &Env, controllers: &[&Controller], what: &str) -> Duration {
+    wait_converged_within(env, controllers, what, CONVERGE).await
+}
+
+/// [`wait_converged`], for faults that take longer than [`CONVERGE`].
+pub async fn wait_converged_within(
+    env: &Env,
+    controllers: &[&Controller],
+    what: &str,
+    limit: Duration,
+) -> Duration {
     let started = Instant::now();
     let last = std::sync::Mutex::new(String::new());
-    let result = wait_for(what, CONVERGE, || {
+    let result = wait_for(what, limit, || {
         let last = &last;
         async move {
             match divergence(env).await {
