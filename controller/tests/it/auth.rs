@@ -30,6 +30,7 @@ use testenv::{ControlPlane, CrdSet, Options, RobotServer};
 
 use crate::secrets::{Moto, Vars, assert_never_shown, distinctive, once, serve};
 use crate::support::{Controller, Env, Resources};
+use testenv::process::log_tail;
 
 const FAST: &[&str] = &["--poll-interval", "2s", "--max-backoff", "2s"];
 const ORG: &str = "acme-robots";
@@ -892,6 +893,155 @@ async fn every_refused_field_fails_closed_at_start_and_at_rotation() {
     std::fs::write(&path, env.cp.controller_kubeconfig_yaml()).unwrap();
     controller.wait_ready().await;
     assert_never_shown(&controller, &env, &[&token]).await;
+    assert!(
+        !std::path::Path::new("/tmp/stolen").exists(),
+        "the exec ran"
+    );
+}
+
+/// Every kubeconfig form, one-shot and in Lambda (each `run` is tested
+/// above): `once` exits 0, and a Lambda invocation answers one synced
+/// Robot, with no secret in the output or the answer. A refused form in
+/// Lambda: every invocation fails with the one fixed line, never the token.
+#[tokio::test]
+async fn every_kubeconfig_form_in_the_one_shot_and_lambda_modes() {
+    use crate::lambda::{Emulator, SCHEDULE_EVENT, start_function, summary_field};
+
+    let authority = Authority::new(Duration::from_secs(60));
+    let upbound_token = distinctive("upbound-robot");
+    authority
+        .upbound
+        .lock()
+        .unwrap()
+        .insert(upbound_token.clone());
+    let moto = Moto::start().await;
+    let moto_env = moto.controller_env();
+    *authority.sts.lock().unwrap() = moto_env
+        .iter()
+        .find(|(k, _)| k == "AWS_ENDPOINT_URL")
+        .map(|(_, v)| v.clone());
+    let metadata = metadata_server(authority.clone()).await;
+    let env = env_with_webhook(authority.clone()).await;
+    let (endpoint, _exchange) = exchange(authority.clone()).await;
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path().to_str().unwrap().to_owned();
+    env.create_robot("form", "red", json!({})).await;
+
+    let forms: Vec<(&str, String, Vars)> = vec![
+        (
+            "static-token",
+            env.cp.controller_kubeconfig_yaml(),
+            Vars::new(),
+        ),
+        (
+            "client-certificate",
+            env.cp.controller_cert_kubeconfig_yaml(),
+            Vars::new(),
+        ),
+        (
+            "upbound",
+            up_kubeconfig(&env),
+            vars(&[
+                (
+                    "ROBOT_CONTROLLER_UPBOUND_TOKEN_SOURCE",
+                    "env:UP_ROBOT_TOKEN",
+                ),
+                ("ROBOT_CONTROLLER_UPBOUND_AUTH_ENDPOINT", &endpoint),
+                ("UP_ROBOT_TOKEN", &upbound_token),
+            ]),
+        ),
+        ("eks", eks_kubeconfig(&env), moto_env.clone()),
+        (
+            "gke",
+            gke_kubeconfig(&env),
+            vars(&[
+                ("GCE_METADATA_HOST", &metadata),
+                ("HOME", &home),
+                ("CLOUDSDK_CONFIG", &home),
+            ]),
+        ),
+    ];
+    let secrets = || {
+        let mut all: Vec<String> = authority.issued.lock().unwrap().keys().cloned().collect();
+        all.push(upbound_token.clone());
+        all.push(env.cp.controller_token());
+        all
+    };
+    for (form, yaml, extra) in &forms {
+        let mut vars = extra.clone();
+        vars.push(("TEST_KUBECONFIG".into(), yaml.clone()));
+        vars.push((
+            "ROBOT_CONTROLLER_KUBECONFIG_SOURCE".into(),
+            "env:TEST_KUBECONFIG".into(),
+        ));
+
+        let color = format!("{form}-once");
+        env.set_color("form", &color).await;
+        let allowlist = env.with_allowlist(&[]);
+        let args: Vec<&str> = allowlist.iter().map(String::as_str).collect();
+        let (code, out) = once(&args, &vars).await;
+        assert_eq!(code, Some(0), "{form}: {out}");
+        assert_eq!(
+            env.server_robot("form").await.map(|r| r.color),
+            Some(color),
+            "{form}"
+        );
+
+        let color = format!("{form}-lambda");
+        env.set_color("form", &color).await;
+        let emulator = Emulator::start(env.dir.path()).await;
+        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let function = start_function(&emulator, &env, &pairs);
+        let answer = emulator
+            .invoke(SCHEDULE_EVENT)
+            .await
+            .unwrap_or_else(|e| panic!("{form}: {e}\n{}", log_tail(function.log_path(), 40)));
+        assert_eq!(summary_field(&answer, "synced"), 1, "{form}: {answer}");
+        assert_eq!(summary_field(&answer, "failed"), 0, "{form}: {answer}");
+        assert_eq!(
+            env.server_robot("form").await.map(|r| r.color),
+            Some(color),
+            "{form}"
+        );
+        let log = std::fs::read_to_string(function.log_path()).unwrap_or_default();
+        for secret in secrets() {
+            assert!(!out.contains(&secret), "{form}: a secret in once's output");
+            assert!(!log.contains(&secret), "{form}: a secret in the Lambda log");
+            assert!(
+                !answer.to_string().contains(&secret),
+                "{form}: a secret in the Lambda answer"
+            );
+        }
+    }
+
+    // Refused in Lambda: each invocation fails with the fixed line (and
+    // tries again: a secret fixed meanwhile needs no redeploy).
+    let token = env.cp.controller_token();
+    let (yaml, field, flag) = hostile(&env, &token).swap_remove(0);
+    let emulator = Emulator::start(env.dir.path()).await;
+    let function = start_function(
+        &emulator,
+        &env,
+        &[
+            ("ROBOT_CONTROLLER_KUBECONFIG_SOURCE", "env:TEST_KUBECONFIG"),
+            ("TEST_KUBECONFIG", &yaml),
+        ],
+    );
+    for attempt in 0..2 {
+        let err = emulator
+            .invoke(SCHEDULE_EVENT)
+            .await
+            .expect_err("a refused kubeconfig fails the invocation");
+        assert!(
+            err.contains(field)
+                && err.contains(flag)
+                && err.contains("RobotController.Configuration"),
+            "attempt {attempt}: {err}"
+        );
+        assert!(!err.contains(&token), "the token is in the Lambda answer");
+    }
+    let log = std::fs::read_to_string(function.log_path()).unwrap_or_default();
+    assert!(!log.contains(&token), "the token is in the Lambda log");
     assert!(
         !std::path::Path::new("/tmp/stolen").exists(),
         "the exec ran"

@@ -16,14 +16,14 @@ use testenv::wait_for;
 use crate::support::{CONVERGE, Env};
 
 /// What the EventBridge Scheduler schedule of terraform/modules/aws sends.
-const SCHEDULE_EVENT: &str = r#"{"source":"robot-byoc.schedule"}"#;
+pub(crate) const SCHEDULE_EVENT: &str = r#"{"source":"robot-byoc.schedule"}"#;
 
 /// The one function `cargo lambda watch --only-lambda-apis` serves.
 const FUNCTION: &str = "_";
 
 /// `cargo lambda watch --only-lambda-apis`: the Lambda runtime API and the
 /// invoke endpoint on one loopback port; the function is ours to start.
-struct Emulator {
+pub(crate) struct Emulator {
     cargo_lambda: PathBuf,
     port: u16,
     /// The variables a function needs, as the emulator announces them.
@@ -32,7 +32,7 @@ struct Emulator {
 }
 
 impl Emulator {
-    async fn start(dir: &Path) -> Emulator {
+    pub(crate) async fn start(dir: &Path) -> Emulator {
         let bin = tokio::task::spawn_blocking(|| CARGO_LAMBDA.ensure())
             .await
             .expect("installer thread")
@@ -77,7 +77,7 @@ impl Emulator {
 
     /// `cargo lambda invoke`: the function's JSON answer, or the error the
     /// client printed.
-    async fn invoke(&self, payload: &str) -> Result<Value, String> {
+    pub(crate) async fn invoke(&self, payload: &str) -> Result<Value, String> {
         let mut cmd = Command::new(&self.cargo_lambda);
         cmd.args(["lambda", "invoke", FUNCTION])
             .args(["--invoke-address", "127.0.0.1"])
@@ -118,7 +118,11 @@ fn announced_env(log: &str) -> Vec<(String, String)> {
 
 /// The controller as Lambda runs a package's `bootstrap`: no arguments,
 /// configured by environment only.
-fn start_function(emulator: &Emulator, test_env: &Env, env: &[(&str, &str)]) -> ChildProcess {
+pub(crate) fn start_function(
+    emulator: &Emulator,
+    test_env: &Env,
+    env: &[(&str, &str)],
+) -> ChildProcess {
     let log = test_env
         .dir
         .path()
@@ -132,7 +136,7 @@ fn start_function(emulator: &Emulator, test_env: &Env, env: &[(&str, &str)]) -> 
     ChildProcess::spawn("robot-controller (lambda)", cmd, &log).expect("function starts")
 }
 
-fn summary_field(summary: &Value, field: &str) -> u64 {
+pub(crate) fn summary_field(summary: &Value, field: &str) -> u64 {
     summary[field]
         .as_u64()
         .unwrap_or_else(|| panic!("summary has no number {field}: {summary}"))
