@@ -29,12 +29,11 @@ pub(crate) fn run_command(cmd: &mut Command) -> Result<()> {
 pub enum Target {
     /// robot-server: throughput, latency, memory, cold start, binary size.
     Server,
-    /// robot-controller: convergence time, control-plane and robot-server
-    /// requests, memory and CPU at steady state, start to first reconcile.
+    /// robot-controller's cost curve (1 000 and 10 000 Robots by default):
+    /// time to Ready, control-plane writes and requests, robot-server calls,
+    /// CPU and peak memory of the controller, kube-apiserver and etcd, one
+    /// steady-state window; with --reference, the same for a second binary.
     Controller,
-    /// robot-controller at 10 000 Robots: time to Ready, requests by verb,
-    /// peak RSS, then a long steady state (calls per poll interval, CPU).
-    Scale,
     /// robot-server under many checking clients for 10 minutes: errors,
     /// RSS over time.
     ServerSoak,
@@ -45,18 +44,25 @@ pub enum Target {
 /// Knobs of the longer benchmarks.
 #[derive(Clone, Debug, clap::Args)]
 pub struct Options {
-    /// controller: how many Robots to apply at once, per run.
+    /// controller: how many Robots to apply at once, per run (e.g.
+    /// 1000,10000,100000 for the whole curve).
     #[arg(long, value_delimiter = ',', default_values_t = controller::SIZES.to_vec())]
     pub sizes: Vec<usize>,
-    /// controller: length of the steady-state window after convergence.
+    /// controller: length of the steady-state window after convergence
+    /// (0s: none). The default is one default poll interval.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub steady: std::time::Duration,
-    /// scale: Robots applied at once.
-    #[arg(long, default_value_t = 10_000)]
-    pub scale_robots: usize,
-    /// scale: length of the steady-state window.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-    pub scale_steady: std::time::Duration,
+    /// controller: extra flags for robot-controller, whitespace-separated
+    /// (e.g. "--no-normal-events").
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub controller_args: String,
+    /// controller: a second controller binary to run each size against too
+    /// (side by side), with KUBECONFIG set to the same controller user.
+    #[arg(long, value_name = "PATH")]
+    pub reference: Option<std::path::PathBuf>,
+    /// controller: the reference binary's arguments, whitespace-separated.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub reference_args: String,
     /// server-soak: how long.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub soak: std::time::Duration,
@@ -74,9 +80,20 @@ pub struct Options {
 pub fn run(target: Target, options: &Options) -> Result<()> {
     match target {
         Target::Server => server::bench(),
-        Target::Controller => controller::bench(&options.sizes, options.steady),
-        Target::Scale => soak::scale(options.scale_robots, options.scale_steady),
+        Target::Controller => controller::bench(&controller::Plan {
+            sizes: options.sizes.clone(),
+            steady: options.steady,
+            args: words(&options.controller_args),
+            reference: options.reference.clone().map(|path| controller::Reference {
+                path,
+                args: words(&options.reference_args),
+            }),
+        }),
         Target::ServerSoak => soak::server_soak(options.soak, options.clients),
         Target::Chaos => soak::chaos(options.chaos_runs, options.chaos_seed),
     }
+}
+
+fn words(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_owned).collect()
 }

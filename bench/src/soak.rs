@@ -1,11 +1,6 @@
 //! The long versions of the fault and load suite (controller/tests/it/
 //! faults.rs, scale.rs run the short ones in the test command):
 //!
-//! - `cargo xtask bench scale`: 10 000 Robots applied at once to the
-//!   release controller (default flags): time to all Ready, control-plane
-//!   requests by verb, robot-server requests, peak RSS; then a steady-state
-//!   window (default 10 min): control-plane writes, robot-server calls per
-//!   poll interval, CPU seconds.
 //! - `cargo xtask bench server-soak`: the release robot server under many
 //!   clients (default 128 keep-alive connections) for 10 minutes, each
 //!   checking every answer; errors, throughput, RSS over time against the
@@ -13,7 +8,6 @@
 //! - `cargo xtask bench chaos`: the SIGKILL chaos test with many more runs
 //!   (`ROBOT_CHAOS_RUNS`).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
@@ -25,194 +19,7 @@ use testenv::process::ChildProcess;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::host::{build_release, cpu_seconds, get, loopback, mib, status_kib, wait_http};
-use super::stack::Stack;
-
-/// The controller's default poll interval: steady-state calls are
-/// reported per interval.
-const POLL_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Sums of a counter family by one label's value.
-fn by_label(metrics: &str, name: &str, label: &str) -> BTreeMap<String, f64> {
-    let mut sums = BTreeMap::new();
-    for line in metrics.lines().filter(|l| l.starts_with(name)) {
-        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
-            continue;
-        };
-        let key = line
-            .split(&format!("{label}=\""))
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or("")
-            .to_owned();
-        *sums.entry(key).or_insert(0.0) += value;
-    }
-    sums
-}
-
-fn diff(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
-    b.iter()
-        .map(|(k, v)| (k.clone(), v - a.get(k).copied().unwrap_or(0.0)))
-        .filter(|(_, v)| *v != 0.0)
-        .collect()
-}
-
-struct Scrape {
-    kube_by_verb: BTreeMap<String, f64>,
-    kube_by_code: BTreeMap<String, f64>,
-    server_by_method: BTreeMap<String, f64>,
-}
-
-impl Scrape {
-    async fn take(controller: SocketAddr, server: SocketAddr) -> Result<Scrape> {
-        let c = get(controller, "/metrics")
-            .await
-            .context("controller /metrics")?;
-        let s = get(server, "/metrics")
-            .await
-            .context("robot-server /metrics")?;
-        let robots: String = s
-            .lines()
-            .filter(|l| l.contains("route=\"/robots\""))
-            .collect::<Vec<_>>()
-            .join("\n");
-        Ok(Scrape {
-            kube_by_verb: by_label(&c, "robot_controller_kube_requests_total", "verb"),
-            kube_by_code: by_label(&c, "robot_controller_kube_requests_total", "code"),
-            server_by_method: by_label(&robots, "robot_server_http_requests_total", "method"),
-        })
-    }
-}
-
-fn total(m: &BTreeMap<String, f64>) -> f64 {
-    m.values().sum::<f64>() + 0.0 // an empty sum is -0.0, printed "-0"
-}
-
-fn writes(by_verb: &BTreeMap<String, f64>) -> f64 {
-    by_verb
-        .iter()
-        .filter(|(v, _)| v.as_str() != "get" && v.as_str() != "watch")
-        .map(|(_, n)| n)
-        .sum::<f64>()
-        + 0.0 // an empty sum is -0.0, printed "-0"
-}
-
-/// `bench scale`: `n` Robots at once, then `steady` of nothing changing.
-pub fn scale(n: usize, steady: Duration) -> Result<()> {
-    let bins = build_release()?;
-    testenv::install_crypto_provider();
-    tokio::runtime::Runtime::new()?.block_on(async {
-        let stack = Stack::start(&bins).await?;
-        let (cp, server_addr) = (&stack.cp, stack.server_addr);
-        let health = loopback()?;
-        let controller = stack.controller(&bins, health)?;
-        wait_http(health, "/readyz").await?;
-        let pid = controller.id();
-        println!(
-            "scale: {n} Robots applied at once (64 concurrent creates) to the release controller, \
-             default flags (poll 1m, concurrency 64, max reconcile rate 500/s), control plane, server \
-             and controller on this machine's {} cores",
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
-        );
-
-        let before = Scrape::take(health, server_addr).await?;
-        let cpu0 = cpu_seconds(pid);
-        // The control plane's own CPU: what bounds convergence on a small box.
-        let control_plane_cpu = || -> f64 {
-            cp.processes().iter().map(|(_, pid)| cpu_seconds(*pid)).sum()
-        };
-        let cp_cpu0 = control_plane_cpu();
-        let started = Instant::now();
-        let (created, ready) = tokio::join!(
-            stack.create_robots(n, "scale"),
-            stack.wait_all_ready(n, Duration::from_secs(1200))
-        );
-        created?;
-        ready?;
-        let took = started.elapsed();
-        let after = Scrape::take(health, server_addr).await?;
-        let verbs = diff(&before.kube_by_verb, &after.kube_by_verb);
-        let codes = diff(&before.kube_by_code, &after.kube_by_code);
-        let server_calls = diff(&before.server_by_method, &after.server_by_method);
-        println!(
-            "  all Ready+Synced {:.1}s after the first create ({:.0} Robots/s)",
-            took.as_secs_f64(),
-            n as f64 / took.as_secs_f64()
-        );
-        println!(
-            "  control-plane requests {:.0} ({:.2}/Robot): by verb {verbs:?}; by code {codes:?}",
-            total(&verbs),
-            total(&verbs) / n as f64
-        );
-        println!(
-            "  robot-server requests {:.0} ({:.2}/Robot): {server_calls:?}",
-            total(&server_calls),
-            total(&server_calls) / n as f64
-        );
-        println!(
-            "  CPU while converging: kube-apiserver + etcd {:.1}s ({:.2} cores), controller {:.1}s; \
-             controller RSS now {:.1} MiB, peak {:.1} MiB",
-            control_plane_cpu() - cp_cpu0,
-            (control_plane_cpu() - cp_cpu0) / took.as_secs_f64(),
-            cpu_seconds(pid) - cpu0,
-            mib(status_kib(pid, "VmRSS:")),
-            mib(status_kib(pid, "VmHWM:"))
-        );
-
-        if !steady.is_zero() {
-            // The last writes' own watch events settle first.
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            let a = Scrape::take(health, server_addr).await?;
-            let cpu_a = cpu_seconds(pid);
-            let window = Instant::now();
-            let mut peak = 0u64;
-            while window.elapsed() < steady {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                peak = peak.max(status_kib(pid, "VmRSS:").unwrap_or(0));
-            }
-            let b = Scrape::take(health, server_addr).await?;
-            let elapsed = window.elapsed();
-            let verbs = diff(&a.kube_by_verb, &b.kube_by_verb);
-            let server_calls = diff(&a.server_by_method, &b.server_by_method);
-            let intervals = elapsed.as_secs_f64() / POLL_INTERVAL.as_secs_f64();
-            println!(
-                "  steady state over {:.0}s: control-plane writes {:.0}, requests {verbs:?}; \
-                 robot-server calls {:.0} ({:.0} per {}s poll interval, {:.2} per Robot per interval) {server_calls:?}; \
-                 controller CPU {:.1}s ({:.2}s/min); RSS max {:.1} MiB, end {:.1} MiB, peak since start {:.1} MiB",
-                elapsed.as_secs_f64(),
-                writes(&verbs),
-                total(&server_calls),
-                total(&server_calls) / intervals,
-                POLL_INTERVAL.as_secs(),
-                total(&server_calls) / intervals / n as f64,
-                cpu_seconds(pid) - cpu_a,
-                (cpu_seconds(pid) - cpu_a) * 60.0 / elapsed.as_secs_f64(),
-                peak as f64 / 1024.0,
-                mib(status_kib(pid, "VmRSS:")),
-                mib(status_kib(pid, "VmHWM:"))
-            );
-        }
-        // A fresh controller over the same, converged Robots: what holding
-        // them costs, without the churn of converging (event cache,
-        // freed-but-kept allocations).
-        drop(controller);
-        let health = loopback()?;
-        let fresh = stack.controller(&bins, health)?;
-        wait_http(health, "/readyz").await?;
-        let ready_rss = status_kib(fresh.id(), "VmRSS:");
-        // One poll interval and a little: every Robot observed once.
-        tokio::time::sleep(POLL_INTERVAL + Duration::from_secs(10)).await;
-        println!(
-            "  a fresh controller over the {n} converged Robots: RSS {:.1} MiB when ready, {:.1} MiB after a poll interval \
-             (peak {:.1} MiB)",
-            mib(ready_rss),
-            mib(status_kib(fresh.id(), "VmRSS:")),
-            mib(status_kib(fresh.id(), "VmHWM:"))
-        );
-        drop(fresh);
-        anyhow::Ok(())
-    })
-}
+use super::host::{build_release, get, loopback, mib, status_kib, wait_http};
 
 /// `bench server-soak`: `clients` connections for `duration`, over a base
 /// of robots stored beforehand.

@@ -17,6 +17,7 @@ use serde_json::json;
 use testenv::process::ChildProcess;
 use testenv::{ControlPlane, CrdSet, Options};
 
+use super::controller::Reference;
 use super::host::{Binaries, loopback, robot_resource, wait_http};
 
 /// Robots created concurrently by the benchmark's own client.
@@ -77,10 +78,27 @@ impl Stack {
         })
     }
 
-    /// The release controller with default flags, serving health on
-    /// `health`; killed when dropped.
-    pub fn controller(&self, bins: &Binaries, health: SocketAddr) -> Result<ChildProcess> {
-        let mut cmd = Command::new(&bins.controller);
+    /// The release controller with default flags (and `extra`), allowed to
+    /// call the bench's robot server, serving health on `health`; killed
+    /// when dropped.
+    pub fn controller_with(
+        &self,
+        bins: &Binaries,
+        health: SocketAddr,
+        extra: &[String],
+    ) -> Result<ChildProcess> {
+        // For profiling: ROBOT_BENCH_WRAPPER="heaptrack -o /tmp/h" runs the
+        // controller under that command (its figures are then the wrapper's).
+        let wrapper = std::env::var("ROBOT_BENCH_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut cmd = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(&bins.controller);
+                c
+            }
+            None => Command::new(&bins.controller),
+        };
         cmd.arg("run")
             .arg("--kubeconfig-source")
             .arg(self.cp.controller_kubeconfig_path())
@@ -89,12 +107,40 @@ impl Stack {
                 &health.to_string(),
                 "--log-filter",
                 "warn",
-            ]);
+                "--allowed-endpoints",
+                &format!("http://{}", self.server_addr),
+            ])
+            .args(extra);
         let log = self
             .dir
             .path()
             .join(format!("controller-{}.log", health.port()));
         Ok(ChildProcess::spawn("robot-controller", cmd, &log)?)
+    }
+
+    /// A second controller binary, with the controller user's kubeconfig in
+    /// `KUBECONFIG`.
+    pub fn reference(&self, r: &Reference) -> Result<ChildProcess> {
+        let mut cmd = Command::new(&r.path);
+        cmd.args(&r.args)
+            .env("KUBECONFIG", self.cp.controller_kubeconfig_path());
+        let log = self.dir.path().join("reference.log");
+        Ok(ChildProcess::spawn("reference controller", cmd, &log)?)
+    }
+
+    /// The pid of a control-plane process (`kube-apiserver`, `etcd`).
+    pub fn process(&self, name: &str) -> Option<u32> {
+        self.cp
+            .processes()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, pid)| pid)
+    }
+
+    /// The apiserver's own `/metrics`.
+    pub async fn apiserver_metrics(&self) -> Result<String> {
+        let request = http::Request::get("/metrics").body(Vec::new())?;
+        Ok(self.admin.request_text(request).await?)
     }
 
     /// Creates `n` yellow Robots `<prefix>-00000` and on.
