@@ -28,7 +28,7 @@ use anyhow::{Context, Result, bail};
 use testenv::process::ChildProcess;
 
 use super::host::{
-    Binaries, build_release, cpu_seconds, get, loopback, mib, status_kib, wait_http,
+    Binaries, Generation, build_release, cpu_seconds, get, loopback, mib, status_kib, wait_http,
 };
 use super::stack::Stack;
 
@@ -43,6 +43,7 @@ const READS: &str = "bench-controller-reads";
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub sizes: Vec<usize>,
+    pub generation: Generation,
     pub steady: Duration,
     /// Extra flags for our controller (e.g. `--no-normal-events`).
     pub args: Vec<String>,
@@ -62,14 +63,15 @@ pub fn bench(plan: &Plan) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         println!(
-            "controller benchmark: release binaries, default flags{}, control plane on the same {} cores; load average before: {}",
+            "controller benchmark: {:?} Robots, release binaries, default flags{}, control plane on the same {} cores; load average before: {}",
+            plan.generation,
             if plan.args.is_empty() { String::new() } else { format!(" plus {}", plan.args.join(" ")) },
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             load_average(),
         );
         let mut rows = Vec::new();
         for &n in &plan.sizes {
-            let ours = converge(&bins, n, plan.steady, &Subject::Ours(plan.args.clone()))
+            let ours = converge(&bins, n, plan.generation, plan.steady, &Subject::Ours(plan.args.clone()))
                 .await
                 .with_context(|| format!("{n} Robots, robot-controller"))?;
             ours.print("robot-controller");
@@ -80,7 +82,7 @@ pub fn bench(plan: &Plan) -> Result<()> {
                     .file_name()
                     .map(|f| f.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "reference".into());
-                let theirs = converge(&bins, n, plan.steady, &Subject::Reference(r.clone()))
+                let theirs = converge(&bins, n, plan.generation, plan.steady, &Subject::Reference(r.clone()))
                     .await
                     .with_context(|| format!("{n} Robots, {}", r.path.display()))?;
                 theirs.print(&name);
@@ -325,10 +327,11 @@ subjects:
 async fn converge(
     bins: &Binaries,
     n: usize,
+    generation: Generation,
     steady: Duration,
     subject: &Subject,
 ) -> Result<Figures> {
-    let stack = Stack::start(bins).await?;
+    let stack = Stack::start(bins, generation).await?;
     stack.cp.apply_yaml(&flow_schemas()).await?;
     let controller = match subject {
         Subject::Ours(args) => {
@@ -405,7 +408,7 @@ async fn converge(
 
 /// Exec to the first reconcile finished, with one Robot waiting.
 async fn first_reconcile(bins: &Binaries) -> Result<Duration> {
-    let stack = Stack::start(bins).await?;
+    let stack = Stack::start(bins, Generation::Legacy).await?;
     stack.create_robots(1, "first").await?;
     let mut times = Vec::new();
     for _ in 0..FIRST_RECONCILE_RUNS {

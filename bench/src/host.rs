@@ -44,11 +44,27 @@ pub fn loopback() -> Result<SocketAddr> {
     Ok(SocketAddr::new(ip, free_port(ip)?))
 }
 
-pub fn robot_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("iam.dummy.crossplane.io", "v1alpha1", "Robot"),
-        "robots",
-    )
+/// Which generation of Robots a run creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generation {
+    /// Cluster-scoped, `iam.dummy.crossplane.io` (what provider-dummy serves).
+    Legacy,
+    /// Namespaced, `iam.dummy.m.crossplane.io`, in namespace `bench`, using
+    /// the ClusterProviderConfig `default`.
+    Namespaced,
+}
+
+impl Generation {
+    pub fn robots(self) -> ApiResource {
+        let group = match self {
+            Generation::Legacy => "iam.dummy.crossplane.io",
+            Generation::Namespaced => "iam.dummy.m.crossplane.io",
+        };
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(group, "v1alpha1", "Robot"),
+            "robots",
+        )
+    }
 }
 
 /// The body of a 200 answer to `GET path`, or None.

@@ -4,7 +4,7 @@
 //! from the dev tasks.
 
 pub mod controller;
-mod host;
+pub mod host;
 pub mod server;
 pub mod soak;
 mod stack;
@@ -48,6 +48,9 @@ pub struct Options {
     /// 1000,10000,100000 for the whole curve).
     #[arg(long, value_delimiter = ',', default_values_t = controller::SIZES.to_vec())]
     pub sizes: Vec<usize>,
+    /// controller: which Robots to create.
+    #[arg(long, value_enum, default_value = "legacy")]
+    pub generation: host::Generation,
     /// controller: length of the steady-state window after convergence
     /// (0s: none). The default is one default poll interval.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
@@ -82,6 +85,7 @@ pub fn run(target: Target, options: &Options) -> Result<()> {
         Target::Server => server::bench(),
         Target::Controller => controller::bench(&controller::Plan {
             sizes: options.sizes.clone(),
+            generation: options.generation,
             steady: options.steady,
             args: words(&options.controller_args),
             reference: options.reference.clone().map(|path| controller::Reference {

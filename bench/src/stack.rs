@@ -18,7 +18,7 @@ use testenv::process::ChildProcess;
 use testenv::{ControlPlane, CrdSet, Options};
 
 use super::controller::Reference;
-use super::host::{Binaries, loopback, robot_resource, wait_http};
+use super::host::{Binaries, Generation, loopback, wait_http};
 
 /// Robots created concurrently by the benchmark's own client.
 const APPLY_CONCURRENCY: usize = 64;
@@ -30,10 +30,11 @@ pub struct Stack {
     _server: ChildProcess,
     pub server_addr: SocketAddr,
     pub dir: tempfile::TempDir,
+    pub generation: Generation,
 }
 
 impl Stack {
-    pub async fn start(bins: &Binaries) -> Result<Stack> {
+    pub async fn start(bins: &Binaries, generation: Generation) -> Result<Stack> {
         let cp = ControlPlane::start(Options {
             crds: CrdSet::Ours,
             ..Options::default()
@@ -69,12 +70,21 @@ impl Stack {
                 &Patch::Apply(&pc),
             )
             .await?;
+        if generation == Generation::Namespaced {
+            cp.apply_yaml(&format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: bench}}\n---\n\
+                 apiVersion: dummy.m.crossplane.io/v1alpha1\nkind: ClusterProviderConfig\n\
+                 metadata: {{name: default}}\nspec: {{endpoint: 'http://{server_addr}'}}\n"
+            ))
+            .await?;
+        }
         Ok(Stack {
             cp,
             admin,
             _server: server,
             server_addr,
             dir,
+            generation,
         })
     }
 
@@ -143,17 +153,22 @@ impl Stack {
         Ok(self.admin.request_text(request).await?)
     }
 
-    /// Creates `n` yellow Robots `<prefix>-00000` and on.
+    /// Creates `n` yellow Robots `<prefix>-000000` and on.
     pub async fn create_robots(&self, n: usize, prefix: &str) -> Result<()> {
-        let api: Api<DynamicObject> = Api::all_with(self.admin.clone(), &robot_resource());
+        let ar = self.generation.robots();
+        let api: Api<DynamicObject> = match self.generation {
+            Generation::Legacy => Api::all_with(self.admin.clone(), &ar),
+            Generation::Namespaced => Api::namespaced_with(self.admin.clone(), "bench", &ar),
+        };
         futures::stream::iter(0..n)
             .map(|i| {
                 let api = api.clone();
+                let api_version = ar.api_version.clone();
                 async move {
                     let robot: DynamicObject = serde_json::from_value(json!({
-                        "apiVersion": "iam.dummy.crossplane.io/v1alpha1",
+                        "apiVersion": api_version,
                         "kind": "Robot",
-                        "metadata": { "name": format!("{prefix}-{i:05}") },
+                        "metadata": { "name": format!("{prefix}-{i:06}") },
                         "spec": { "forProvider": { "color": "yellow" } },
                     }))?;
                     api.create(&PostParams::default(), &robot).await?;
@@ -168,7 +183,7 @@ impl Stack {
 
     /// Waits until `n` Robots are Ready and Synced, watching (not polling).
     pub async fn wait_all_ready(&self, n: usize, timeout: Duration) -> Result<()> {
-        let api: Api<DynamicObject> = Api::all_with(self.admin.clone(), &robot_resource());
+        let api: Api<DynamicObject> = Api::all_with(self.admin.clone(), &self.generation.robots());
         let ready = Mutex::new(HashSet::new());
         let count = AtomicUsize::new(0);
         let stream = watcher(api, watcher::Config::default())
