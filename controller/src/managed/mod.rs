@@ -21,6 +21,7 @@ pub mod inuse;
 pub mod kube_writer;
 pub mod meta;
 pub mod metrics;
+pub mod object;
 pub mod reconciler;
 #[cfg(test)]
 mod reconciler_tests;
@@ -34,7 +35,7 @@ use std::fmt::Debug;
 use std::future::Future;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::core::{ApiResource, GroupVersionKind, Object};
+use kube::core::{ApiResource, GroupVersionKind};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -45,10 +46,7 @@ pub use reconciler::{Error as ReconcileError, Outcome, Reconciler, ReconcilerCon
 pub use types::{CommonSpec, ResourceStatus};
 pub use writer::Writer;
 
-/// A managed resource: Kubernetes object with a Crossplane spec and status.
-/// The API group is only known at run time (two families exist), hence
-/// `Object` with an `ApiResource` rather than a static type.
-pub type Managed<P, U> = Object<P, U>;
+pub use object::{Managed, SharedResource};
 
 /// The spec of a managed kind: its own fields plus those of its generation
 /// ([`types::LegacyResourceSpec`] or [`types::NamespacedResourceSpec`]).

@@ -32,7 +32,7 @@ use super::usage::usage_of;
 use super::writer::{ObjectKey, Owner, SecretTarget, WriteError, Writer};
 use super::{
     ConnectionDetails, Connector, ExternalClient, Managed, ManagedKind, ManagedSpec, ManagedStatus,
-    Observation,
+    Observation, SharedResource,
 };
 
 /// How soon a resource whose write conflicted is looked at again.
@@ -198,7 +198,7 @@ fn object_key<K: Resource>(mr: &K) -> ObjectKey {
 /// Reconciles one managed kind with its external system.
 pub struct Reconciler<K: ManagedKind, W: Writer> {
     family: Family,
-    resource: ApiResource,
+    resource: SharedResource,
     gvk: String,
     connector: ConnectorOf<K>,
     configs: ConfigLookup<ConfigOf<K>>,
@@ -247,7 +247,7 @@ impl<K: ManagedKind, W: Writer> Reconciler<K, W> {
         limiter: Arc<RateLimiter>,
         config: ReconcilerConfig,
     ) -> Self {
-        let resource = K::api_resource(family);
+        let resource = SharedResource::new(K::api_resource(family));
         Self {
             gvk: gvk_label(&resource.group, VERSION, K::KIND),
             family,

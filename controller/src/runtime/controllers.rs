@@ -27,7 +27,7 @@ use crate::managed::reconciler::claim_of;
 use crate::managed::usage::{PROVIDER_CONFIG_KIND_LABEL, PROVIDER_CONFIG_LABEL};
 use crate::managed::{
     ConfigKey, Connector, Managed, ManagedKind, ManagedSpec, ReconcileError, Reconciler,
-    ReconcilerConfig, conditions, meta,
+    ReconcilerConfig, SharedResource, conditions, meta,
 };
 use crate::provider::{Deps, ProviderConfigObject};
 use crate::telemetry::{Check, KindLabels, Metrics, ReconcileLabels};
@@ -166,11 +166,16 @@ pub(super) async fn run_generation(
     .reflect(usage_writer)
     .touched_objects()
     .for_each(move |u| {
-        if let Ok(u) = u
-            && let Some((kind, oref)) = config_of_usage(&u, &routing)
-            && let Some(tx) = triggers.get(kind.kind)
-        {
-            let _ = tx.send(oref);
+        match u {
+            Ok(u) => {
+                if let Some((kind, oref)) = config_of_usage(&u, &routing)
+                    && let Some(tx) = triggers.get(kind.kind)
+                {
+                    let _ = tx.send(oref);
+                }
+            }
+            // The watcher retries with backoff; say why it had to.
+            Err(e) => tracing::warn!(error = %e, "usage watch error; retrying"),
         }
         futures::future::ready(())
     });
@@ -273,7 +278,7 @@ where
     } = ctx;
     let family = shared.family;
     let client = setup.client();
-    let ar = K::api_resource(family);
+    let ar = SharedResource::new(K::api_resource(family));
     let id = format!("{}.{}", K::KIND, ar.group);
     setup
         .health
@@ -285,7 +290,7 @@ where
         setup.claims.clone(),
         KubeWriter::new(
             client.clone(),
-            ar.clone(),
+            ApiResource::clone(&ar),
             ConfigKind::usage_resource(K::GENERATION, family),
             Some(shared.usages.clone()),
             Events::new(client.clone(), &ReconcilerConfig::default().controller_name),
@@ -305,6 +310,8 @@ where
         setup.control_plane.rebuilds(),
     )
     .modify(slim)
+    // Writes name the kind from the run-time type, never from the object.
+    .modify(|mr| mr.types = None)
     .map_ok(move |event| {
         // Every resource's claim on its external name, as the watch sees it.
         match &event {

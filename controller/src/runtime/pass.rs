@@ -22,8 +22,8 @@ use crate::managed::inuse::{ConfigKind, InUseReconciler};
 use crate::managed::kube_writer::KubeWriter;
 use crate::managed::reconciler::claim_of;
 use crate::managed::{
-    Connector, Managed, ManagedKind, ManagedStatus, Reconciler, ReconcilerConfig, SyncState,
-    conditions,
+    Connector, Managed, ManagedKind, ManagedStatus, Reconciler, ReconcilerConfig, SharedResource,
+    SyncState, conditions,
 };
 use crate::provider::{Deps, ProviderConfigObject};
 
@@ -74,7 +74,7 @@ pub trait PreparedPass: Send {
 struct Prepared<K: ManagedKind> {
     id: String,
     client: kube::Client,
-    resource: ApiResource,
+    resource: SharedResource,
     items: Vec<Mr<K>>,
     reconciler: Reconciler<K, KubeWriter>,
     concurrency: usize,
@@ -91,7 +91,7 @@ where
     K::Connector: Connector<K::Spec, K::Status, Config = ProviderConfigObject>,
 {
     let client = setup.client();
-    let resource = K::api_resource(family);
+    let resource = SharedResource::new(K::api_resource(family));
     let id = format!("{}.{}", K::KIND, resource.group);
     let items = Api::<Mr<K>>::all_with(client.clone(), &resource)
         .list(&ListParams::default())
@@ -110,7 +110,7 @@ where
         setup.claims.clone(),
         KubeWriter::new(
             client.clone(),
-            resource.clone(),
+            ApiResource::clone(&resource),
             ConfigKind::usage_resource(K::GENERATION, family),
             None,
             Events::new(client.clone(), &ReconcilerConfig::default().controller_name),
@@ -228,9 +228,10 @@ async fn failure_reason<K: ManagedKind>(api: &Api<Mr<K>>, name: &str) -> String 
 }
 
 /// A reflector store holding `items`, as a watch's first list would.
-fn store_of<K>(resource: ApiResource, items: Vec<K>) -> Store<K>
+fn store_of<K>(resource: K::DynamicType, items: Vec<K>) -> Store<K>
 where
-    K: kube::Resource<DynamicType = ApiResource> + Clone + 'static,
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Clone + Eq + std::hash::Hash,
 {
     let mut writer = reflector::store::Writer::<K>::new(resource);
     let store = writer.as_reader();

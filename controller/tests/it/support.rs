@@ -203,7 +203,11 @@ impl Env {
     }
 
     pub fn ns_robots(&self, namespace: &str) -> Api<NsRobot> {
-        Api::namespaced_with(self.admin.clone(), namespace, &self.res.ns_robot)
+        Api::namespaced_with(
+            self.admin.clone(),
+            namespace,
+            &self.res.ns_robot.clone().into(),
+        )
     }
 
     /// Creates a namespaced Robot; `extra` is merged over the defaults.
@@ -291,7 +295,7 @@ impl Env {
     }
 
     pub fn robots(&self) -> Api<RobotObject> {
-        Api::all_with(self.admin.clone(), &self.res.robot)
+        Api::all_with(self.admin.clone(), &self.res.robot.clone().into())
     }
 
     pub fn dynamic(&self, ar: &kube::core::ApiResource) -> Api<DynamicObject> {
