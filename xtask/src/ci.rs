@@ -33,6 +33,10 @@ pub const STEPS: &[Step] = &[
         run: clippy,
     },
     Step {
+        name: "deny",
+        run: deny,
+    },
+    Step {
         name: "build",
         run: build,
     },
@@ -126,6 +130,22 @@ fn clippy() -> Result<Outcome> {
         "--",
         "-D",
         "warnings",
+    ]))?;
+    Ok(Outcome::default())
+}
+
+/// The dependency policy of `deny.toml`: licenses, bans and sources, all
+/// offline. Advisories need the RustSec database from the network, so they
+/// are left to a CI that can reach it (`cargo deny check advisories`).
+fn deny() -> Result<Outcome> {
+    let deny = tools::cargo_tool("cargo-deny", "0.20.2", "cargo-deny")?;
+    tools::run(Command::new(deny).args([
+        "--offline",
+        "--locked",
+        "check",
+        "bans",
+        "licenses",
+        "sources",
     ]))?;
     Ok(Outcome::default())
 }

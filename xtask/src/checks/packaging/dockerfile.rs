@@ -146,6 +146,42 @@ pub fn check(text: &str, ws: &Workspace, interface: &Interface) -> Vec<String> {
         );
     }
 
+    // Every image from a registry is pinned by digest (an earlier stage is
+    // not an image); the tag stays for people, the digest decides.
+    for (i, s) in stages.iter().enumerate() {
+        let is_stage = stages[..i]
+            .iter()
+            .any(|e| e.name.as_deref() == Some(s.base.as_str()));
+        if !is_stage
+            && s.base != "scratch"
+            && !s.base.contains("@sha256:")
+            && !s.base.contains("@${")
+        {
+            fail(
+                s.from.line,
+                format!("base image {} is not pinned by digest", s.base),
+            );
+        }
+    }
+    // The usage line in the header builds this very file.
+    if let Some(other) = ["Dockerfile.server", "Dockerfile.controller"]
+        .into_iter()
+        .find(|f| {
+            text.contains(&format!("-f {f}"))
+                && Some(*f)
+                    != bin
+                        .name
+                        .strip_prefix("robot-")
+                        .map(|n| format!("Dockerfile.{n}"))
+                        .as_deref()
+        })
+    {
+        fail(
+            1,
+            format!("the header builds with -f {other}, not this Dockerfile"),
+        );
+    }
+
     // Builders run on the build machine's platform and cross-compile. A
     // stage built FROM an earlier stage runs where that one does.
     let mut platforms: Vec<(Option<&str>, Option<&str>)> = Vec::new();
@@ -596,7 +632,17 @@ mod tests {
 
     #[test]
     fn flags_unlocked_builds_root_shells_and_shell_form_entrypoints() {
-        let cases: [(&str, &str, &str); 9] = [
+        let cases: [(&str, &str, &str); 11] = [
+            (
+                "static-debian12:nonroot@sha256:",
+                "static-debian12:nonroot@x",
+                "is not pinned by digest",
+            ),
+            (
+                "-f Dockerfile.server",
+                "-f Dockerfile.controller",
+                "the header builds with -f Dockerfile.controller",
+            ),
             (
                 "cargo build --release --locked",
                 "cargo build --release",
@@ -610,8 +656,8 @@ mod tests {
                 "exec form",
             ),
             (
-                "static-debian12:nonroot",
-                "static-debian12:debug-nonroot",
+                "static-debian12:nonroot@",
+                "static-debian12:debug-nonroot@",
                 "neither distroless",
             ),
             (
