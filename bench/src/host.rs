@@ -29,6 +29,8 @@ pub fn build_release() -> Result<Binaries> {
         "-p",
         "robot-controller",
     ]))?;
+    // The control plane's binaries: found in the cache, or built once.
+    testenv::binaries::ensure()?;
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| testenv::workspace_root().join("target"))

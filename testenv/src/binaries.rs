@@ -51,19 +51,42 @@ pub fn cache_root() -> PathBuf {
     base.join("robot-byoc")
 }
 
-/// The binaries, from `KUBEBUILDER_ASSETS`, the cache, or a build (several
-/// minutes, once per machine; concurrent callers wait for one build).
-pub fn ensure() -> Result<Binaries, Error> {
+/// The cache directory of this version pair.
+fn cache_dir() -> PathBuf {
+    cache_root().join(format!(
+        "control-plane-{KUBERNETES_VERSION}-etcd-{ETCD_VERSION}"
+    ))
+}
+
+/// The binaries, from `KUBEBUILDER_ASSETS` or the cache; never builds them.
+/// What tests call: a test does not install software, it says which
+/// command does.
+pub fn find() -> Result<Binaries, Error> {
     if let Some(dir) = std::env::var_os("KUBEBUILDER_ASSETS") {
         return from_assets(Path::new(&dir));
     }
-    let dir = cache_root().join(format!(
-        "control-plane-{KUBERNETES_VERSION}-etcd-{ETCD_VERSION}"
-    ));
-    let bins = Binaries::in_dir(&dir);
+    let bins = Binaries::in_dir(&cache_dir());
     if bins.exist() {
         return Ok(bins);
     }
+    Err(Error::MissingTool {
+        tool: "kube-apiserver and etcd",
+        hint: "`cargo xtask tools` builds them once (about 4 minutes), or set KUBEBUILDER_ASSETS",
+    })
+}
+
+/// The binaries, from `KUBEBUILDER_ASSETS`, the cache, or a build (several
+/// minutes, once per machine; concurrent callers wait for one build). What
+/// xtask calls.
+pub fn ensure() -> Result<Binaries, Error> {
+    if let Ok(bins) = find() {
+        return Ok(bins);
+    }
+    if let Some(dir) = std::env::var_os("KUBEBUILDER_ASSETS") {
+        return from_assets(Path::new(&dir));
+    }
+    let dir = cache_dir();
+    let bins = Binaries::in_dir(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
     // One build per machine even when several tests ask at once.
     let lock_path = dir.join(".build.lock");

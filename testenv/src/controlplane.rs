@@ -184,9 +184,7 @@ impl ControlPlane {
         let crds = manifests::read_files(&crd_files)?;
         let rbac = manifests::read_files(&manifests::yaml_files(&rbac_dir())?)?;
 
-        let bins = tokio::task::spawn_blocking(binaries::ensure)
-            .await
-            .map_err(|e| Error::Binaries(format!("the build task failed: {e}")))??;
+        let bins = binaries::find()?;
 
         let (temp, dir) = match &opts.dir {
             Some(dir) => {

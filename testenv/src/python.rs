@@ -1,8 +1,7 @@
 //! Python tools from PyPI in pinned virtualenvs, installed once per machine
-//! into the cache ([`crate::binaries::cache_root`]), so that a plain
-//! `cargo test` on a new machine finds moto or drongo without a set-up
-//! step. Concurrent callers (tests in parallel, several test binaries)
-//! wait for one install behind a file lock.
+//! into the cache ([`crate::binaries::cache_root`]) by `cargo xtask tools`
+//! (or `ci`); tests only [`find`](PythonTools::find) them. Concurrent
+//! installers wait for one install behind a file lock.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,6 +9,8 @@ use std::process::Command;
 /// What stops a tool set from being installed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("{tools} is not installed: `cargo xtask tools` installs it (into {venv})")]
+    NotInstalled { tools: &'static str, venv: String },
     #[error("python3 is needed to install {tools}; install Debian's python3 and python3-venv")]
     NoPython { tools: &'static str },
     #[error("installing {tools}: {what}: {source}")]
@@ -61,8 +62,22 @@ impl PythonTools {
         crate::binaries::cache_root().join(format!("venv-{}-{digest:016x}", self.name))
     }
 
+    /// The venv's `bin` directory if it is installed; never installs. What
+    /// tests call.
+    pub fn find(&self) -> Result<PathBuf, Error> {
+        let venv = self.venv();
+        if venv.join(".installed").exists() {
+            return Ok(venv.join("bin"));
+        }
+        Err(Error::NotInstalled {
+            tools: self.name,
+            venv: venv.display().to_string(),
+        })
+    }
+
     /// The venv's `bin` directory, creating and filling the venv if needed.
-    /// Blocking: call it from `spawn_blocking` in async code.
+    /// Blocking: call it from `spawn_blocking` in async code. What xtask
+    /// calls.
     pub fn ensure(&self) -> Result<PathBuf, Error> {
         let venv = self.venv();
         let bin = venv.join("bin");

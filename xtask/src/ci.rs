@@ -126,6 +126,8 @@ fn clippy() -> Result<Outcome> {
         "clippy",
         "--workspace",
         "--all-targets",
+        // The full tier's suites too.
+        "--all-features",
         "--locked",
         "--",
         "-D",
@@ -152,9 +154,25 @@ fn deny() -> Result<Outcome> {
 
 fn build() -> Result<Outcome> {
     // Tests of one crate start the binaries of another; build them all first.
-    tools::run(cargo().args(["build", "--workspace", "--bins", "--locked"]))?;
+    // With the test step's features, so that it reuses this build.
+    tools::run(cargo().args([
+        "build",
+        "--workspace",
+        "--bins",
+        "--locked",
+        "--features",
+        FULL_TIER,
+    ]))?;
     // The control plane's binaries: found in the cache, or built once.
     let bins = testenv::binaries::ensure().context("getting kube-apiserver and etcd")?;
+    // The emulators the tests start; tests find them, never install them.
+    for venv in [
+        tools::python::AWS,
+        tools::python::GCP,
+        tools::python::CARGO_LAMBDA,
+    ] {
+        venv.ensure()?;
+    }
     // The private-network tests build network namespaces with a firewall.
     tools::apt(crate::dev::NETNS_PACKAGES)?;
     Ok(Outcome {
@@ -163,9 +181,14 @@ fn build() -> Result<Outcome> {
     })
 }
 
+/// Both tiers: the default one and the suites against real components
+/// (`full-tier`), whose tools the build step installed.
 fn test() -> Result<Outcome> {
-    cargo_test(&["--workspace", "--locked"])
+    cargo_test(&["--workspace", "--locked", "--features", FULL_TIER])
 }
+
+/// The features that turn on the full tier's test suites.
+const FULL_TIER: &str = "robot-controller/full-tier,testenv/full-tier";
 
 /// Runs `cargo test` with the given arguments, echoing its output and
 /// counting the results.

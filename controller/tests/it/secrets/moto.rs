@@ -19,10 +19,10 @@ impl Moto {
     /// `env` goes to moto, e.g. `INITIAL_NO_AUTH_ACTION_COUNT` to make it
     /// check IAM after that many calls.
     pub(crate) async fn start_with(env: &[(&str, &str)]) -> Moto {
-        let bin = tokio::task::spawn_blocking(|| testenv::python::AWS.ensure())
-            .await
-            .unwrap()
-            .expect("moto and the aws CLI install");
+        // Installed by `cargo xtask tools`; a test never installs.
+        let bin = testenv::python::AWS
+            .find()
+            .unwrap_or_else(|e| panic!("{e}"));
         let dir = tempfile::tempdir().unwrap();
         let port = free_port(LOOPBACK).unwrap();
         let mut cmd = Command::new(bin.join("moto_server"));
