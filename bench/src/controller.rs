@@ -303,7 +303,7 @@ kind: ClusterRole
 metadata:
   name: bench-reference
 rules:
-  - apiGroups: ["dummy.crossplane.io", "iam.dummy.crossplane.io", "coordination.k8s.io", ""]
+  - apiGroups: ["dummy.crossplane.io", "iam.dummy.crossplane.io", "dummy.upbound.io", "iam.dummy.upbound.io", "coordination.k8s.io", ""]
     resources: ["*"]
     verbs: ["*"]
   - apiGroups: ["events.k8s.io"]

@@ -54,13 +54,25 @@ pub enum Generation {
     /// Namespaced, `iam.dummy.m.crossplane.io`, in namespace `bench`, using
     /// the ClusterProviderConfig `default`.
     Namespaced,
+    /// Cluster-scoped, `iam.dummy.upbound.io`: the groups of provider-dummy's
+    /// newest upstream commit, for a side-by-side with it.
+    Upbound,
 }
 
 impl Generation {
+    /// The group of its ProviderConfig `default`.
+    pub fn config_group(self) -> &'static str {
+        match self {
+            Generation::Upbound => "dummy.upbound.io",
+            _ => "dummy.crossplane.io",
+        }
+    }
+
     pub fn robots(self) -> ApiResource {
         let group = match self {
             Generation::Legacy => "iam.dummy.crossplane.io",
             Generation::Namespaced => "iam.dummy.m.crossplane.io",
+            Generation::Upbound => "iam.dummy.upbound.io",
         };
         ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk(group, "v1alpha1", "Robot"),

@@ -36,7 +36,10 @@ pub struct Stack {
 impl Stack {
     pub async fn start(bins: &Binaries, generation: Generation) -> Result<Stack> {
         let cp = ControlPlane::start(Options {
-            crds: CrdSet::Ours,
+            crds: match generation {
+                Generation::Upbound => CrdSet::OursUpbound,
+                _ => CrdSet::Ours,
+            },
             ..Options::default()
         })
         .await?;
@@ -53,14 +56,15 @@ impl Stack {
         ]);
         let server = ChildProcess::spawn("robot-server", cmd, &dir.path().join("server.log"))?;
         wait_http(server_addr, "/healthz").await?;
+        let group = generation.config_group();
         let pc = json!({
-            "apiVersion": "dummy.crossplane.io/v1alpha1",
+            "apiVersion": format!("{group}/v1alpha1"),
             "kind": "ProviderConfig",
             "metadata": { "name": "default" },
             "spec": { "endpoint": format!("http://{server_addr}") },
         });
         let pcs = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("dummy.crossplane.io", "v1alpha1", "ProviderConfig"),
+            &GroupVersionKind::gvk(group, "v1alpha1", "ProviderConfig"),
             "providerconfigs",
         );
         Api::<DynamicObject>::all_with(admin.clone(), &pcs)
@@ -157,7 +161,7 @@ impl Stack {
     pub async fn create_robots(&self, n: usize, prefix: &str) -> Result<()> {
         let ar = self.generation.robots();
         let api: Api<DynamicObject> = match self.generation {
-            Generation::Legacy => Api::all_with(self.admin.clone(), &ar),
+            Generation::Legacy | Generation::Upbound => Api::all_with(self.admin.clone(), &ar),
             Generation::Namespaced => Api::namespaced_with(self.admin.clone(), "bench", &ar),
         };
         futures::stream::iter(0..n)
