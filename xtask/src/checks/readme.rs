@@ -338,6 +338,8 @@ fn unknown_flags(text: &str, known: &BTreeSet<String>) -> Vec<String> {
                 "gcloud",
                 "terraform",
                 "cargo lambda",
+                "cargo test",
+                "cargo deny",
                 "up ",
             ]
             .iter()
