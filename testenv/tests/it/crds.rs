@@ -100,12 +100,18 @@ fn robot_groups(set: CrdSet) -> Vec<String> {
 
 #[tokio::test]
 async fn our_crds_are_served_in_the_crossplane_groups() {
-    assert_eq!(robot_groups(CrdSet::Ours), ["dummy.crossplane.io"]);
+    assert_eq!(
+        robot_groups(CrdSet::Ours),
+        ["dummy.crossplane.io", "dummy.m.crossplane.io"]
+    );
     served(CrdSet::Ours, &["dummy.crossplane.io"]).await;
 }
 
 #[tokio::test]
 async fn our_crds_are_served_in_the_upbound_groups() {
-    assert_eq!(robot_groups(CrdSet::OursUpbound), ["dummy.upbound.io"]);
+    assert_eq!(
+        robot_groups(CrdSet::OursUpbound),
+        ["dummy.m.upbound.io", "dummy.upbound.io"]
+    );
     served(CrdSet::OursUpbound, &["dummy.upbound.io"]).await;
 }

@@ -201,9 +201,14 @@ async fn the_cluster_role_covers_both_api_groups_and_no_more() {
     .await
     .expect("control plane");
     let c = cp.controller_client().await.expect("client");
-    for group in ["dummy.crossplane.io", "dummy.upbound.io"] {
+    for group in [
+        "dummy.crossplane.io",
+        "dummy.upbound.io",
+        "dummy.m.crossplane.io",
+        "dummy.m.upbound.io",
+    ] {
         let iam = format!("iam.{group}");
-        for verb in ["get", "list", "watch", "update", "patch"] {
+        for verb in ["get", "list", "watch", "patch"] {
             assert!(
                 may(&c, verb, &iam, "robots", None).await,
                 "{verb} robots.{iam}"
@@ -213,10 +218,19 @@ async fn the_cluster_role_covers_both_api_groups_and_no_more() {
                 "{verb} providerconfigs.{group}"
             );
         }
-        for verb in ["get", "update", "patch"] {
+        assert!(
+            may(&c, "patch", &iam, "robots/status", None).await,
+            "patch robots/status.{iam}"
+        );
+        // Every write is a patch: `update` is granted nowhere.
+        for (resource, sub) in [
+            ("robots", &iam),
+            ("robots/status", &iam),
+            ("providerconfigs", &group.to_owned()),
+        ] {
             assert!(
-                may(&c, verb, &iam, "robots/status", None).await,
-                "{verb} robots/status.{iam}"
+                !may(&c, "update", sub, resource, None).await,
+                "update {resource}.{sub} must be denied"
             );
         }
         for verb in ["create", "delete", "list"] {
