@@ -184,7 +184,15 @@ fn build() -> Result<Outcome> {
 /// Both tiers: the default one and the suites against real components
 /// (`full-tier`), whose tools the build step installed.
 fn test() -> Result<Outcome> {
-    cargo_test(&["--workspace", "--locked", "--features", FULL_TIER])
+    // Every suite runs even when one fails, so one run shows all failures
+    // (a failing controller suite once hid the testenv suite's).
+    cargo_test(&[
+        "--workspace",
+        "--locked",
+        "--no-fail-fast",
+        "--features",
+        FULL_TIER,
+    ])
 }
 
 /// The features that turn on the full tier's test suites.
