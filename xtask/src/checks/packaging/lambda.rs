@@ -347,6 +347,8 @@ async fn smoke(venv: &Path, zip: &Path) -> Result<Timing> {
             "ROBOT_CONTROLLER_KUBECONFIG_SOURCE",
             cp.controller_kubeconfig_path(),
         )
+        // Fail-closed default: the allowlist is required, as in the module.
+        .env("ROBOT_CONTROLLER_ALLOWED_ENDPOINTS", server.url())
         .env("ROBOT_CONTROLLER_LOG_FORMAT", "json");
     let started = Instant::now();
     let _function = testenv::process::ChildProcess::spawn("bootstrap", function, &function_log)?;
