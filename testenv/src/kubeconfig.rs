@@ -137,7 +137,7 @@ pub fn render_with_user(
         preferences: Empty {},
     };
     // Plain strings and maps: serialization cannot fail.
-    serde_yaml::to_string(&file).unwrap_or_default()
+    serde_saphyr::to_string(&file).unwrap_or_default()
 }
 
 /// A client for the kubeconfig `yaml`.

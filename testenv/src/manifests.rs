@@ -9,7 +9,6 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::Scope;
 use kube::runtime::wait::{await_condition, conditions};
-use serde::Deserialize;
 
 use crate::{Error, wait_for};
 
@@ -43,14 +42,13 @@ impl Document {
 /// object needs `apiVersion`, `kind` and `metadata.name`.
 pub fn parse(yaml: &str, source: &str) -> Result<Vec<Document>, Error> {
     let mut docs = Vec::new();
-    for (i, de) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-        let origin = format!("{source} #{}", i + 1);
+    // Empty documents are skipped by the parser; its errors say the line.
+    let values: Vec<serde_saphyr::Spanned<serde_json::Value>> = serde_saphyr::from_multiple(yaml)
+        .map_err(|e| Error::Manifest(format!("{source}: {e}")))?;
+    for spanned in values {
+        let origin = format!("{source}:{}", spanned.defined.line());
+        let json = spanned.value;
         let bad = |why: String| Error::Manifest(format!("{origin}: {why}"));
-        let value = serde_yaml::Value::deserialize(de).map_err(|e| bad(e.to_string()))?;
-        if value.is_null() {
-            continue;
-        }
-        let json = serde_json::to_value(&value).map_err(|e| bad(e.to_string()))?;
         if !json.is_object() {
             return Err(bad("not a mapping".into()));
         }
@@ -215,7 +213,7 @@ mod tests {
         assert_eq!(docs[0].gvk.kind, "Namespace");
         assert_eq!(docs[0].gvk.group, "");
         assert_eq!(docs[1].gvk.group, "rbac.authorization.k8s.io");
-        assert_eq!(docs[1].origin, "test.yaml #3");
+        assert_eq!(docs[1].origin, "test.yaml:9");
     }
 
     #[test]
@@ -231,7 +229,7 @@ mod tests {
                 "missing metadata.name",
             ),
             ("- just\n- a list\n", "not a mapping"),
-            ("apiVersion: v1\nkind: [x\n", "test.yaml #1"),
+            ("apiVersion: v1\nkind: [x\n", "line 2 column 7"),
             (
                 "apiVersion: a/b/c\nkind: X\nmetadata:\n  name: a\n",
                 "malformed apiVersion",
@@ -249,7 +247,7 @@ mod tests {
             let error = parse(yaml, "test.yaml").expect_err(yaml);
             let text = error.to_string();
             assert!(text.contains(expected), "{yaml:?}: {text}");
-            assert!(text.contains("test.yaml #1"), "{yaml:?}: {text}");
+            assert!(text.contains("test.yaml"), "{yaml:?}: {text}");
         }
     }
 

@@ -224,7 +224,7 @@ fn policy_ids(dir: &Path) -> Result<BTreeSet<String>> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            let policy: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)
+            let policy: serde_json::Value = serde_saphyr::from_str(&std::fs::read_to_string(&path)?)
                 .with_context(|| format!("parsing {}", path.display()))?;
             let id = policy["metadata"]["id"]
                 .as_str()

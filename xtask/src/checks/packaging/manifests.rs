@@ -36,15 +36,8 @@ pub struct Probe {
 
 /// Reads every YAML document of `text` as JSON values.
 pub fn yaml_documents(text: &str) -> Result<Vec<Value>> {
-    use serde::Deserialize as _;
-    let mut docs = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        let value = Value::deserialize(doc).context("not YAML (or not representable as JSON)")?;
-        if !value.is_null() {
-            docs.push(value);
-        }
-    }
-    Ok(docs)
+    // Empty documents are skipped by the parser.
+    serde_saphyr::from_multiple(text).context("not YAML (or not representable as JSON)")
 }
 
 fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
