@@ -27,11 +27,6 @@ const DEFAULT_PORT: u16 = 9090;
     name = "robot-server",
     version,
     about = "A robot store with provider-dummy's /robots API",
-    after_help = "Environment only:\n  \
-        ROBOT_SERVER_AUTH_TOKEN  the bearer token itself (instead of --auth-token-file); read once at start\n  \
-        PORT                     listen on 0.0.0.0:$PORT when --listen is not given (Cloud Run)\n\n\
-        A token (--auth-token-file or ROBOT_SERVER_AUTH_TOKEN, at least 32 bytes) or --no-auth is required.\n\
-        Exit codes: 0 after a graceful shutdown, 2 bad flags or configuration, 1 other failures."
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -170,10 +165,38 @@ pub enum Command {
     Healthcheck,
 }
 
+/// Variables read without a flag: name and what it is. One list for
+/// `--help` and the README's table.
+pub const ENV_ONLY: &[(&str, &str)] = &[
+    (
+        TOKEN_ENV,
+        "the bearer token itself (instead of --auth-token-file); read once at start",
+    ),
+    (
+        PORT_ENV,
+        "listen on 0.0.0.0:$PORT when --listen is not given (Cloud Run)",
+    ),
+];
+
 /// The command line as clap sees it: for tools that render or check the
 /// options.
 pub fn command() -> clap::Command {
-    Args::command()
+    let env_only: String = ENV_ONLY
+        .iter()
+        .map(|(var, what)| format!("  {var:<24} {what}\n"))
+        .collect();
+    Args::command().after_help(format!(
+        "Environment only:\n{env_only}\n\
+         A token (--auth-token-file or {TOKEN_ENV}, at least 32 bytes) or --no-auth is required.\n\
+         Exit codes: 0 after a graceful shutdown, 2 bad flags or configuration, 1 other failures."
+    ))
+}
+
+/// The flags and variables of this process, exiting as clap does on a
+/// bad one.
+pub fn parse() -> Args {
+    use clap::FromArgMatches as _;
+    Args::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit())
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use robot_server::Error;
 use robot_server::cli::{Args, Command, PORT_ENV, TOKEN_ENV};
 use tokio::net::TcpListener;
@@ -14,7 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 const BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = robot_server::cli::parse();
     let port = std::env::var(PORT_ENV).ok();
     if let Some(Command::Healthcheck) = args.command {
         return healthcheck(&args, port.as_deref());
