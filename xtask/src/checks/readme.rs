@@ -3,8 +3,8 @@
 //!
 //! - The option tables between `<!-- BEGIN GENERATED <binary> ... -->` and
 //!   `<!-- END GENERATED -->` are what the binaries' `--help` says.
-//! - Every relative link and `#anchor` resolves; every repository path the
-//!   README names in backticks exists; every `--flag` it names in prose is
+//! - Every relative link and `#anchor` of the Markdown resolves (lychee,
+//!   offline); every repository path the README names in backticks exists; every `--flag` it names in prose is
 //!   one of our binaries' or `cargo xtask`'s.
 //! - Every shell block right after a `<!-- runnable -->` line runs, in order,
 //!   in one shell, from the repository root, and succeeds.
@@ -21,14 +21,32 @@ const README: &str = "README.md";
 const END: &str = "<!-- END GENERATED -->";
 const RUNNABLE: &str = "<!-- runnable -->";
 
-/// Where a generated table comes from: the marker's name and the command
-/// whose `--help` it shows.
-const TABLES: &[(&str, &[&str])] = &[
-    (
-        "robot-controller run --help",
-        &["robot-controller", "run", "--help"],
-    ),
-    ("robot-server --help", &["robot-server", "--help"]),
+/// A generated table: the marker's name, the command whose options it
+/// shows, and the variables it reads without a flag.
+struct Table {
+    name: &'static str,
+    command: fn() -> Result<clap::Command>,
+    env_only: &'static [(&'static str, &'static str)],
+}
+
+const TABLES: &[Table] = &[
+    Table {
+        name: "robot-controller run --help",
+        command: || {
+            let mut cli = <robot_controller::cli::Cli as clap::CommandFactory>::command();
+            // Propagates the global arguments into the subcommands.
+            cli.build();
+            cli.find_subcommand("run")
+                .cloned()
+                .context("robot-controller has no `run`")
+        },
+        env_only: &[],
+    },
+    Table {
+        name: "robot-server --help",
+        command: || Ok(robot_server::cli::command()),
+        env_only: robot_server::cli::ENV_ONLY,
+    },
 ];
 
 /// `cargo xtask readme`: rewrites the generated tables in place.
@@ -49,45 +67,32 @@ pub fn step() -> Result<Outcome> {
     if with_tables(&text)? != text {
         problems.push("the option tables are stale: run `cargo xtask readme`".to_owned());
     }
-    problems.extend(broken_links(&text, Path::new(".")));
     problems.extend(missing_paths(&text, Path::new(".")));
-    let known = known_flags()?;
+    let known = known_flags();
     problems.extend(unknown_flags(&text, &known));
     if !problems.is_empty() {
         bail!("README.md:\n  {}", problems.join("\n  "));
     }
+    links()?;
     let blocks = runnable_blocks(&text);
     run_blocks(&blocks)?;
     Ok(Outcome {
         note: Some(format!(
-            "tables, links, paths and flags checked; {} runnable blocks ran",
+            "tables, links (lychee), paths and flags checked; {} runnable blocks ran",
             blocks.len()
         )),
         ..Outcome::default()
     })
 }
 
-fn binary(name: &str) -> Result<std::path::PathBuf> {
-    // Built (a no-op when fresh): a stale binary would write stale tables.
-    testenv::build_binary(name).with_context(|| format!("building {name}"))
-}
-
-fn help(args: &[&str]) -> Result<String> {
-    let out = Command::new(binary(args[0])?)
-        .args(&args[1..])
-        .output()
-        .with_context(|| format!("running {args:?}"))?;
-    if !out.status.success() {
-        bail!("{args:?} failed: {}", out.status);
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// `text` with every generated table replaced by a fresh one.
 fn with_tables(text: &str) -> Result<String> {
     let mut out = text.to_owned();
-    for (name, args) in TABLES {
-        let begin = format!("<!-- BEGIN GENERATED {name} (cargo xtask readme) -->");
+    for table in TABLES {
+        let begin = format!(
+            "<!-- BEGIN GENERATED {} (cargo xtask readme) -->",
+            table.name
+        );
         let start = out
             .find(&begin)
             .with_context(|| format!("README.md has no `{begin}`"))?
@@ -96,122 +101,95 @@ fn with_tables(text: &str) -> Result<String> {
             + out[start..]
                 .find(END)
                 .with_context(|| format!("README.md: `{begin}` has no `{END}`"))?;
-        let table = options_table(&help(args)?);
-        out.replace_range(start..end, &format!("\n{table}"));
+        let rendered = options_table(&(table.command)()?, table.env_only);
+        out.replace_range(start..end, &format!("\n{rendered}"));
     }
     Ok(out)
 }
 
-/// One option of a `--help`.
-#[derive(Debug, Default, PartialEq)]
-struct HelpOption {
-    flag: String,
-    env: String,
-    default: String,
-    what: Vec<String>,
-}
-
-/// Reads clap's long help: option headers, their text, `[env: X=]`,
-/// `[default: Y]`, possible values; and an "Environment only:" section.
-fn parse_help(help: &str) -> Vec<HelpOption> {
-    let mut options: Vec<HelpOption> = Vec::new();
-    let mut env_only = false;
-    for line in help.lines() {
-        let trimmed = line.trim();
-        if line.starts_with("Environment only:") {
-            env_only = true;
-            continue;
-        }
-        if env_only {
-            if let Some((var, what)) = trimmed.split_once(char::is_whitespace)
-                && !var.is_empty()
-            {
-                options.push(HelpOption {
-                    env: var.to_owned(),
-                    what: vec![what.trim().to_owned()],
-                    ..HelpOption::default()
-                });
-                continue;
-            }
-            env_only = !trimmed.is_empty() || options.is_empty();
-            continue;
-        }
-        let indent = line.len() - line.trim_start().len();
-        if (2..=6).contains(&indent) && trimmed.starts_with('-') {
-            options.push(HelpOption {
-                flag: trimmed
-                    .trim_start_matches("-h, ")
-                    .trim_start_matches("-V, ")
-                    .to_owned(),
-                ..HelpOption::default()
-            });
-            continue;
-        }
-        let Some(current) = options.last_mut() else {
-            continue;
-        };
-        if let Some(env) = trimmed
-            .strip_prefix("[env: ")
-            .and_then(|e| e.strip_suffix("=]"))
-        {
-            current.env = env.to_owned();
-        } else if let Some(default) = trimmed
-            .strip_prefix("[default: ")
-            .and_then(|d| d.strip_suffix(']'))
-        {
-            current.default = default.to_owned();
-        } else if trimmed.starts_with("[possible values:") || trimmed.is_empty() {
-        } else if !trimmed.is_empty() && indent >= 8 {
-            let words: Vec<&str> = trimmed
-                .trim_start_matches("- ")
-                .split_whitespace()
-                .collect();
-            current.what.push(words.join(" "));
-        }
-    }
-    options.retain(|o| !o.flag.starts_with("--help") && !o.flag.starts_with("--version"));
-    options
-}
-
-fn options_table(help: &str) -> String {
+/// One row per option of `cmd` (as its long help shows them), then one
+/// per variable read without a flag.
+fn options_table(cmd: &clap::Command, env_only: &[(&str, &str)]) -> String {
     let cell = |s: &str| s.replace('|', "\\|");
+    let code = |s: &str| {
+        if s.is_empty() {
+            String::new()
+        } else {
+            format!("`{}`", cell(s))
+        }
+    };
     let mut out =
         String::from("| option | environment variable | default | what |\n|---|---|---|---|\n");
-    for o in parse_help(help) {
-        let code = |s: &str| {
-            if s.is_empty() {
-                String::new()
-            } else {
-                format!("`{}`", cell(s))
-            }
+    for arg in cmd.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if arg.is_hide_set() || matches!(long, "help" | "version") {
+            continue;
+        }
+        let mut flag = format!("--{long}");
+        if arg.get_action().takes_values() {
+            let names = arg
+                .get_value_names()
+                .map(|n| n.iter().map(|n| format!("<{n}>")).collect::<Vec<_>>())
+                .unwrap_or_else(|| vec![format!("<{}>", arg.get_id().as_str().to_uppercase())]);
+            flag = format!("{flag} {}", names.join(" "));
+        }
+        let env = match arg.get_env() {
+            Some(env) if !arg.is_hide_env_set() => env.to_string_lossy().into_owned(),
+            _ => String::new(),
+        };
+        let default = if arg.is_hide_default_value_set() || !arg.get_action().takes_values() {
+            String::new()
+        } else {
+            let values: Vec<_> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy())
+                .collect();
+            values.join(",")
         };
         out.push_str(&format!(
             "| {} | {} | {} | {} |\n",
-            code(&o.flag),
-            code(&o.env),
-            code(&o.default),
-            cell(
-                &o.what
-                    .join("; ")
-                    .replace("Possible values:;", "Possible values:")
-            ),
+            code(&flag),
+            code(&env),
+            code(&default),
+            cell(&what(arg)),
         ));
+    }
+    for (var, what) in env_only {
+        out.push_str(&format!("|  | {} |  | {} |\n", code(var), cell(what)));
     }
     out
 }
 
-/// GitHub's anchor for a heading.
-fn slug(heading: &str) -> String {
-    heading
-        .trim()
-        .to_lowercase()
-        .chars()
-        .filter_map(|c| match c {
-            'a'..='z' | '0'..='9' | '-' | '_' => Some(c),
-            ' ' => Some('-'),
-            _ => None,
-        })
-        .collect()
+/// An option's long help on one line: paragraphs joined by "; ", then its
+/// possible values when they carry help (as clap's long help lists them).
+fn what(arg: &clap::Arg) -> String {
+    let help = arg
+        .get_long_help()
+        .or_else(|| arg.get_help())
+        .map(|h| h.to_string())
+        .unwrap_or_default();
+    let mut parts: Vec<String> = help
+        .split("\n\n")
+        .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|p| !p.is_empty())
+        .collect();
+    let values: Vec<_> = arg
+        .get_possible_values()
+        .into_iter()
+        .filter(|v| !v.is_hide_set())
+        .collect();
+    if values.iter().any(|v| v.get_help().is_some()) {
+        let listed: Vec<String> = values
+            .iter()
+            .map(|v| match v.get_help() {
+                Some(help) => format!("{}: {help}", v.get_name()),
+                None => v.get_name().to_owned(),
+            })
+            .collect();
+        parts.push(format!("Possible values: {}", listed.join("; ")));
+    }
+    parts.join("; ")
 }
 
 fn outside_code(text: &str) -> impl Iterator<Item = &str> {
@@ -225,34 +203,23 @@ fn outside_code(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// `[text](target)` links whose target is a missing file or anchor.
-fn broken_links(text: &str, root: &Path) -> Vec<String> {
-    let anchors: BTreeSet<String> = outside_code(text)
-        .filter_map(|l| l.strip_prefix('#'))
-        .map(|h| slug(h.trim_start_matches('#')))
-        .collect();
-    let mut problems = Vec::new();
-    for line in outside_code(text) {
-        let mut rest = line;
-        while let Some(i) = rest.find("](") {
-            rest = &rest[i + 2..];
-            let Some(end) = rest.find(')') else { break };
-            let target = &rest[..end];
-            rest = &rest[end..];
-            if target.contains("://") || target.starts_with("mailto:") {
-                continue;
-            }
-            let (path, anchor) = target.split_once('#').unwrap_or((target, ""));
-            if path.is_empty() {
-                if !anchors.contains(anchor) {
-                    problems.push(format!("link to a missing anchor #{anchor}"));
-                }
-            } else if !root.join(path).exists() {
-                problems.push(format!("link to a missing file {path}"));
-            }
-        }
-    }
-    problems
+/// Every local link and `#anchor` of the project's Markdown resolves, by
+/// lychee offline (no network request; web links are left alone).
+fn links() -> Result<()> {
+    let lychee = crate::tools::LYCHEE.ensure()?;
+    let markdown = String::from_utf8(
+        Command::new("git")
+            .args(["ls-files", "*.md"])
+            .output()
+            .context("listing Markdown files with git")?
+            .stdout,
+    )?;
+    crate::tools::run(
+        Command::new(lychee)
+            .args(["--offline", "--include-fragments", "--no-progress"])
+            .args(markdown.lines()),
+    )
+    .context("a local link or anchor in the Markdown is broken")
 }
 
 /// Repository paths named in inline code (`infra/rbac/`) that do not exist.
@@ -295,27 +262,25 @@ fn inline_code(text: &str) -> Vec<&str> {
     spans
 }
 
-/// The flags of our binaries and of `cargo xtask`'s user-facing commands.
-fn known_flags() -> Result<BTreeSet<String>> {
-    let mut helps = Vec::new();
-    for args in [
-        &["robot-controller", "--help"][..],
-        &["robot-controller", "crds", "--help"],
-        &["robot-server", "--help"],
+/// The long flags of our binaries and of `cargo xtask`, every subcommand.
+fn known_flags() -> BTreeSet<String> {
+    fn walk(cmd: &clap::Command, out: &mut BTreeSet<String>) {
+        out.extend(cmd.get_arguments().filter_map(|a| a.get_long()).map(|l| format!("--{l}")));
+        for sub in cmd.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    let mut known = BTreeSet::new();
+    for cmd in [
+        <robot_controller::cli::Cli as clap::CommandFactory>::command(),
+        robot_server::cli::command(),
+        crate::command(),
     ] {
-        helps.push(help(args)?);
+        let mut cmd = cmd;
+        cmd.build();
+        walk(&cmd, &mut known);
     }
-    // xtask's own help is rendered in-process: re-running our binary would
-    // fail once `cargo test --workspace` has relinked it (the running file
-    // is then "(deleted)").
-    let mut xtask = crate::command();
-    for sub in ["ci", "up", "demo", "bench"] {
-        let cmd = xtask
-            .find_subcommand_mut(sub)
-            .with_context(|| format!("cargo xtask has no `{sub}`"))?;
-        helps.push(cmd.render_long_help().to_string());
-    }
-    Ok(helps.iter().flat_map(|h| flags_in(h)).collect())
+    known
 }
 
 fn flags_in(text: &str) -> Vec<String> {
@@ -386,48 +351,59 @@ fn run_blocks(blocks: &[String]) -> Result<()> {
 mod tests {
     use super::*;
 
-    const HELP: &str = "Usage: x [OPTIONS]\n\nOptions:\n      --listen <ADDR>\n          Address to listen on\n          \n          [env: X_LISTEN=]\n          [default: 0.0.0.0:9090]\n\n      --log-format <F>\n          Log format\n\n          Possible values:\n          - auto: JSON unless a terminal\n          - text\n          \n          [env: X_LOG_FORMAT=]\n\n  -h, --help\n          Print help\n\nEnvironment only:\n  X_TOKEN  the token itself\n  PORT     the port\n\nExit codes: 0.\n";
+    #[derive(clap::Parser)]
+    struct Example {
+        /// Address to listen on
+        #[arg(long, env = "X_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:9090")]
+        listen: String,
+        /// Log format
+        ///
+        /// Second paragraph | with a pipe
+        #[arg(long, env = "X_LOG_FORMAT", value_enum)]
+        log_format: Option<Format>,
+        /// A switch
+        #[arg(long, hide = false)]
+        switch: bool,
+        #[arg(long, hide = true)]
+        hidden: bool,
+    }
+
+    #[derive(Clone, clap::ValueEnum)]
+    enum Format {
+        /// JSON unless a terminal
+        Auto,
+        Text,
+    }
 
     #[test]
-    fn help_becomes_rows() {
-        let opts = parse_help(HELP);
-        assert_eq!(opts.len(), 4, "{opts:#?}");
-        assert_eq!(opts[0].flag, "--listen <ADDR>");
-        assert_eq!(opts[0].env, "X_LISTEN");
-        assert_eq!(opts[0].default, "0.0.0.0:9090");
+    fn options_become_rows() {
+        let cmd = <Example as clap::CommandFactory>::command();
+        let table = options_table(&cmd, &[("X_TOKEN", "the token itself")]);
+        let rows: Vec<&str> = table.lines().skip(2).collect();
         assert_eq!(
-            opts[1].what,
+            rows,
             [
-                "Log format",
-                "Possible values:",
-                "auto: JSON unless a terminal",
-                "text"
+                "| `--listen <ADDR>` | `X_LISTEN` | `0.0.0.0:9090` | Address to listen on |",
+                "| `--log-format <LOG_FORMAT>` | `X_LOG_FORMAT` |  | Log format; Second paragraph \\| with a pipe; Possible values: auto: JSON unless a terminal; text |",
+                "| `--switch` |  |  | A switch |",
+                "|  | `X_TOKEN` |  | the token itself |",
             ]
-        );
-        assert_eq!(opts[2].env, "X_TOKEN");
-        assert_eq!(opts[3].env, "PORT");
-        let table = options_table(HELP);
-        assert!(
-            table.contains(
-                "| `--listen <ADDR>` | `X_LISTEN` | `0.0.0.0:9090` | Address to listen on |"
-            ),
-            "{table}"
         );
     }
 
     #[test]
-    fn links_paths_and_flags_are_checked() {
+    fn known_flags_are_every_command_s() {
+        let known = known_flags();
+        for flag in ["--kubeconfig-source", "--auth-token-file", "--only", "--no-auth"] {
+            assert!(known.contains(flag), "{flag} missing from {known:?}");
+        }
+    }
+
+    #[test]
+    fn paths_and_flags_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("infra/rbac")).unwrap();
-        let text = "# Top\n## Two words\n[a](#two-words) [b](#nowhere) [c](infra/rbac) [d](infra/nope) [e](https://x)\n\
-                    `infra/rbac/` `infra/missing.yaml` `infra/<x>` `--known` `--unknown` `kubectl apply --dry-run`\n```sh\n[z](#ignored) `infra/also-ignored`\n```\n";
-        assert_eq!(
-            broken_links(text, dir.path()),
-            [
-                "link to a missing anchor #nowhere",
-                "link to a missing file infra/nope"
-            ]
-        );
+        let text = "# Top\n`infra/rbac/` `infra/missing.yaml` `infra/<x>` `--known` `--unknown` `kubectl apply --dry-run`\n```sh\n[z](#ignored) `infra/also-ignored`\n```\n";
         assert_eq!(
             missing_paths(text, dir.path()),
             ["names a missing path `infra/missing.yaml`"]
