@@ -37,6 +37,10 @@ pub const STEPS: &[Step] = &[
         run: deny,
     },
     Step {
+        name: "machete",
+        run: machete,
+    },
+    Step {
         name: "build",
         run: build,
     },
@@ -74,10 +78,20 @@ pub const STEPS: &[Step] = &[
     },
 ];
 
+/// Steps that run side by side: in each group at most one builds (both
+/// cores), the others mostly wait on one core (Python, Terraform, an
+/// emulator). Each writes its own log, printed whole when the group ends.
+const SIDE_BY_SIDE: &[&[&str]] = &[
+    &["deny", "machete"],
+    &["terraform", "checkov", "lambda"],
+    &["schemathesis", "fuzz"],
+];
+
+/// Where a step run by a parent `ci` writes its outcome (JSON).
+const OUTCOME_ENV: &str = "ROBOT_BYOC_CI_OUTCOME";
+
 pub fn run(only: &[String]) -> Result<()> {
     let started = Instant::now();
-    let mut total = Outcome::default();
-    let mut notes = Vec::new();
     let steps: Vec<&Step> = STEPS
         .iter()
         .filter(|s| only.is_empty() || only.iter().any(|o| o == s.name))
@@ -86,30 +100,125 @@ pub fn run(only: &[String]) -> Result<()> {
         let names: Vec<_> = STEPS.iter().map(|s| s.name).collect();
         bail!("no step named {only:?}; steps are {names:?}");
     }
-    for step in &steps {
-        let t = Instant::now();
-        eprintln!("==> ci: {}", step.name);
-        let outcome = (step.run)().with_context(|| format!("ci step `{}` failed", step.name))?;
-        eprintln!("<== ci: {} ok in {}", step.name, fmt_duration(t.elapsed()));
-        total.tests_passed += outcome.tests_passed;
-        total.tests_ignored += outcome.tests_ignored;
-        if let Some(note) = outcome.note {
-            notes.push(format!("{}: {note}", step.name));
+    let mut done: Vec<(&str, Duration, Outcome)> = Vec::new();
+    let mut i = 0;
+    while i < steps.len() {
+        let group: Vec<&Step> = match SIDE_BY_SIDE.iter().find(|g| g.contains(&steps[i].name)) {
+            Some(g) => steps[i..]
+                .iter()
+                .take_while(|s| g.contains(&s.name))
+                .copied()
+                .collect(),
+            None => vec![steps[i]],
+        };
+        i += group.len();
+        if let [step] = group[..] {
+            let t = Instant::now();
+            eprintln!("==> ci: {}", step.name);
+            let outcome =
+                (step.run)().with_context(|| format!("ci step `{}` failed", step.name))?;
+            eprintln!("<== ci: {} ok in {}", step.name, fmt_duration(t.elapsed()));
+            done.push((step.name, t.elapsed(), outcome));
+        } else {
+            done.extend(side_by_side(&group)?);
         }
     }
+    if let Ok(path) = std::env::var(OUTCOME_ENV) {
+        let (passed, ignored, notes) = totals(&done);
+        std::fs::write(
+            path,
+            serde_json::json!({"passed": passed, "ignored": ignored, "note": notes}).to_string(),
+        )?;
+        return Ok(());
+    }
+    let times: Vec<String> = done
+        .iter()
+        .map(|(name, took, _)| format!("{name} {}", fmt_duration(*took)))
+        .collect();
+    eprintln!("ci: step times: {}", times.join(", "));
+    let (passed, ignored, notes) = totals(&done);
     let notes = if notes.is_empty() {
         String::new()
     } else {
-        format!("; {}", notes.join("; "))
+        format!("; {notes}")
     };
     println!(
-        "ci: ok: {} steps, {} tests passed, {} ignored, in {}{notes}",
+        "ci: ok: {} steps, {passed} tests passed, {ignored} ignored, in {}{notes}",
         steps.len(),
-        total.tests_passed,
-        total.tests_ignored,
         fmt_duration(started.elapsed()),
     );
     Ok(())
+}
+
+fn totals(done: &[(&str, Duration, Outcome)]) -> (usize, usize, String) {
+    let notes: Vec<String> = done
+        .iter()
+        .filter_map(|(name, _, o)| o.note.as_ref().map(|n| format!("{name}: {n}")))
+        .collect();
+    (
+        done.iter().map(|(_, _, o)| o.tests_passed).sum(),
+        done.iter().map(|(_, _, o)| o.tests_ignored).sum(),
+        notes.join("; "),
+    )
+}
+
+/// Runs `group` at once, each step as `xtask ci --only <step>` with its
+/// output in target/ci/<step>.log; prints the logs in order, then fails
+/// naming every step that failed.
+fn side_by_side<'a>(group: &[&'a Step]) -> Result<Vec<(&'a str, Duration, Outcome)>> {
+    let dir = std::path::Path::new("target/ci");
+    std::fs::create_dir_all(dir)?;
+    let names: Vec<&str> = group.iter().map(|s| s.name).collect();
+    eprintln!("==> ci: {} (side by side)", names.join(", "));
+    let mut running = Vec::new();
+    for step in group {
+        let log = dir.join(format!("{}.log", step.name));
+        let outcome = dir.join(format!("{}.outcome.json", step.name));
+        let _ = std::fs::remove_file(&outcome);
+        let file = std::fs::File::create(&log)?;
+        // The running binary, even if a build has replaced the file since.
+        let child = Command::new("/proc/self/exe")
+            .args(["ci", "--only", step.name])
+            .env(OUTCOME_ENV, &outcome)
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("cannot start ci step `{}`", step.name))?;
+        running.push((step.name, log, outcome, Instant::now(), child));
+    }
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    for (name, log, outcome, started, mut child) in running {
+        let status = child.wait()?;
+        let took = started.elapsed();
+        eprintln!("--- ci: {name} ({}) ---", log.display());
+        eprint!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+        if !status.success() {
+            eprintln!("<== ci: {name} FAILED after {}", fmt_duration(took));
+            failed.push(name);
+            continue;
+        }
+        eprintln!("<== ci: {name} ok in {}", fmt_duration(took));
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&outcome)?)
+            .with_context(|| format!("ci step `{name}` left no outcome"))?;
+        let count = |k: &str| json[k].as_u64().unwrap_or(0) as usize;
+        done.push((
+            name,
+            took,
+            Outcome {
+                tests_passed: count("passed"),
+                tests_ignored: count("ignored"),
+                note: json["note"]
+                    .as_str()
+                    .filter(|n| !n.is_empty())
+                    .map(|n| n.split_once(": ").map_or(n, |(_, rest)| rest).to_owned()),
+            },
+        ));
+    }
+    if !failed.is_empty() {
+        bail!("ci steps failed: {}", failed.join(", "));
+    }
+    Ok(done)
 }
 
 fn cargo() -> Command {
@@ -140,7 +249,7 @@ fn clippy() -> Result<Outcome> {
 /// offline. Advisories need the RustSec database from the network, so they
 /// are left to a CI that can reach it (`cargo deny check advisories`).
 fn deny() -> Result<Outcome> {
-    let deny = tools::cargo_tool("cargo-deny", "0.20.2", "cargo-deny")?;
+    let deny = tools::DENY.ensure()?;
     tools::run(Command::new(deny).args([
         "--offline",
         "--locked",
@@ -149,6 +258,12 @@ fn deny() -> Result<Outcome> {
         "licenses",
         "sources",
     ]))?;
+    Ok(Outcome::default())
+}
+
+/// No dependency a crate declares and never uses.
+fn machete() -> Result<Outcome> {
+    tools::run(Command::new(tools::MACHETE.ensure()?).arg("--skip-target-dir"))?;
     Ok(Outcome::default())
 }
 
@@ -182,25 +297,65 @@ fn build() -> Result<Outcome> {
 }
 
 /// Both tiers: the default one and the suites against real components
-/// (`full-tier`), whose tools the build step installed.
+/// (`full-tier`), whose tools the build step installed; nextest's `ci`
+/// profile (.config/nextest.toml): no fail-fast, no retries, JUnit.
 fn test() -> Result<Outcome> {
-    // Every suite runs even when one fails, so one run shows all failures
-    // (a failing controller suite once hid the testenv suite's).
-    cargo_test(&[
-        "--workspace",
-        "--locked",
-        "--no-fail-fast",
-        "--features",
-        FULL_TIER,
-    ])
+    let nextest = tools::NEXTEST.ensure()?;
+    let mut outcome = nextest_run(
+        &nextest,
+        &["--workspace", "--locked", "--features", FULL_TIER],
+    )?;
+    // nextest does not run doctests.
+    outcome.tests_passed += cargo_test(&["--workspace", "--locked", "--doc"])?.tests_passed;
+    outcome.note = Some("JUnit in target/nextest/ci/junit.xml".into());
+    Ok(outcome)
 }
 
 /// The features that turn on the full tier's test suites.
 const FULL_TIER: &str = "robot-controller/full-tier,testenv/full-tier";
 
+/// `cargo nextest run --profile ci` with `args`, echoing its output and
+/// counting the results from its summary line.
+fn nextest_run(nextest: &std::path::Path, args: &[&str]) -> Result<Outcome> {
+    let mut child = Command::new(nextest)
+        .args(["nextest", "run", "--profile", "ci", "--no-tests", "fail"])
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start cargo nextest")?;
+    let mut outcome = None;
+    if let Some(err) = child.stderr.take() {
+        for line in BufReader::new(err).lines() {
+            let line = line?;
+            eprintln!("{line}");
+            outcome = parse_nextest_summary(&line).or(outcome);
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("cargo nextest run failed: {status}");
+    }
+    outcome.context("cargo nextest printed no summary line")
+}
+
+/// Reads `Summary [ 12.3s] 180 tests run: 180 passed, 3 skipped`.
+fn parse_nextest_summary(line: &str) -> Option<Outcome> {
+    let (_, rest) = line.trim().strip_prefix("Summary")?.split_once("tests run:")?;
+    let count = |word: &str| -> usize {
+        rest.split(',')
+            .find_map(|part| part.trim().strip_suffix(word)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    Some(Outcome {
+        tests_passed: count(" passed"),
+        tests_ignored: count(" skipped"),
+        note: None,
+    })
+}
+
 /// Runs `cargo test` with the given arguments, echoing its output and
 /// counting the results.
-pub fn cargo_test(args: &[&str]) -> Result<Outcome> {
+fn cargo_test(args: &[&str]) -> Result<Outcome> {
     let mut child = cargo()
         .arg("test")
         .args(args)
@@ -300,7 +455,7 @@ fn fuzz() -> Result<Outcome> {
             ..Outcome::default()
         });
     }
-    let cargo_fuzz = tools::cargo_tool("cargo-fuzz", "0.13.2", "cargo-fuzz")?;
+    let cargo_fuzz = tools::FUZZ.ensure()?;
     tools::run(
         Command::new(cargo_fuzz)
             .args(["fuzz", "run", "--fuzz-dir", "fuzz", "--sanitizer", "none"])
@@ -333,5 +488,19 @@ mod tests {
             Some((12, 3))
         );
         assert_eq!(parse_test_result("running 3 tests"), None);
+    }
+
+    #[test]
+    fn reads_nextest_summaries() {
+        let outcome =
+            parse_nextest_summary("     Summary [ 424.113s] 183 tests run: 180 passed, 3 skipped")
+                .expect("a summary");
+        assert_eq!((outcome.tests_passed, outcome.tests_ignored), (180, 3));
+        let outcome = parse_nextest_summary(
+            "     Summary [   1.0s] 3 tests run: 1 passed, 1 failed, 1 timed out, 0 skipped",
+        )
+        .expect("a summary");
+        assert_eq!((outcome.tests_passed, outcome.tests_ignored), (1, 0));
+        assert!(parse_nextest_summary("        PASS [   0.01s] x::y").is_none());
     }
 }

@@ -93,6 +93,9 @@ fn main() -> Result<()> {
             ] {
                 println!("{}: {}", t.name, t.ensure()?.display());
             }
+            for t in tools::CARGO_TOOLS {
+                println!("{}: {}", t.krate, t.ensure()?.display());
+            }
             // testenv's private networks: namespaces, veth, firewall.
             tools::apt(dev::NETNS_PACKAGES)?;
             let bins = testenv::binaries::ensure()?;

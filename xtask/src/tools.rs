@@ -74,25 +74,68 @@ pub fn apt(needs: &[(&str, &str)]) -> Result<()> {
 }
 
 /// A cargo-installed tool at a pinned version, built once into the cache.
-pub fn cargo_tool(krate: &str, version: &str, bin: &str) -> Result<PathBuf> {
-    let root = cache_dir().join(format!("cargo-{krate}-{version}"));
-    let path = root.join("bin").join(bin);
-    if path.exists() {
-        return Ok(path);
-    }
-    eprintln!("tools: building {krate} {version} (once per machine)");
-    run(Command::new(env_or("CARGO", "cargo"))
-        .args([
-            "install",
-            "--locked",
-            "--quiet",
+pub struct CargoTool {
+    pub krate: &'static str,
+    pub version: &'static str,
+    pub bin: &'static str,
+}
+
+pub const NEXTEST: CargoTool = CargoTool {
+    krate: "cargo-nextest",
+    version: "0.9.151",
+    bin: "cargo-nextest",
+};
+pub const DENY: CargoTool = CargoTool {
+    krate: "cargo-deny",
+    version: "0.20.2",
+    bin: "cargo-deny",
+};
+pub const MACHETE: CargoTool = CargoTool {
+    krate: "cargo-machete",
+    version: "0.9.2",
+    bin: "cargo-machete",
+};
+pub const LYCHEE: CargoTool = CargoTool {
+    krate: "lychee",
+    version: "0.24.2",
+    bin: "lychee",
+};
+pub const FUZZ: CargoTool = CargoTool {
+    krate: "cargo-fuzz",
+    version: "0.13.2",
+    bin: "cargo-fuzz",
+};
+
+/// Every cargo tool the checks use, for `cargo xtask tools`.
+pub const CARGO_TOOLS: &[CargoTool] = &[NEXTEST, DENY, MACHETE, LYCHEE, FUZZ];
+
+impl CargoTool {
+    /// The tool's binary, `cargo install`ed first when missing.
+    pub fn ensure(&self) -> Result<PathBuf> {
+        let CargoTool {
             krate,
-            "--version",
             version,
-            "--root",
-        ])
-        .arg(&root))?;
-    Ok(path)
+            bin,
+        } = self;
+        let root = cache_dir().join(format!("cargo-{krate}-{version}"));
+        let path = root.join("bin").join(bin);
+        if path.exists() {
+            return Ok(path);
+        }
+        eprintln!("tools: building {krate} {version} (once per machine)");
+        run(Command::new(env_or("CARGO", "cargo"))
+            .args([
+                "install",
+                "--locked",
+                "--quiet",
+                krate,
+                "--version",
+                version,
+                "--root",
+            ])
+            .arg(&root))?;
+        Ok(path)
+    }
 }
 
 /// The first of `names` found on `PATH`.
