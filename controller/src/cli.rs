@@ -45,9 +45,9 @@ pub enum Command {
 
 #[derive(Clone, Debug, Args)]
 pub struct RunArgs {
-    /// Where the control plane's kubeconfig comes from: a path, file:///path,
-    /// env:VAR, in-cluster, aws-secretsmanager://<secret-id or ARN>[?region=&versionStage=&versionId=&jsonKey=],
-    /// or gcp-secretmanager://projects/<p>/secrets/<s>/versions/<v|latest>[?jsonKey=].
+    /// Where the control plane's kubeconfig comes from: a path, `file:///path`,
+    /// `env:VAR`, `in-cluster`, `aws-secretsmanager://<secret-id or ARN>[?region=&versionStage=&versionId=&jsonKey=]`,
+    /// or `gcp-secretmanager://projects/<p>/secrets/<s>/versions/<v|latest>[?jsonKey=]`.
     /// Default: KUBECONFIG, ~/.kube/config, then in-cluster, as kubectl does.
     #[arg(
         long,
