@@ -19,6 +19,7 @@ pub mod faultproxy;
 pub mod http;
 pub mod kubeconfig;
 pub mod manifests;
+pub mod moto;
 pub mod netns;
 mod pki;
 pub mod process;

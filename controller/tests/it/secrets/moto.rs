@@ -4,7 +4,7 @@ use super::*;
 
 /// moto's server on a free loopback port: AWS Secrets Manager (and IAM).
 pub(crate) struct Moto {
-    _process: ChildProcess,
+    _moto: testenv::moto::Moto,
     pub(crate) url: String,
     pub(crate) client: aws_sdk_secretsmanager::Client,
     pub(crate) bin: PathBuf,
@@ -24,29 +24,10 @@ impl Moto {
             .find()
             .unwrap_or_else(|e| panic!("{e}"));
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port(LOOPBACK).unwrap();
-        let mut cmd = Command::new(bin.join("moto_server"));
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .envs(env.iter().copied());
-        let log = dir.path().join("moto.log");
-        let mut process = ChildProcess::spawn("moto_server", cmd, &log).unwrap();
-        let addr = SocketAddr::new(LOOPBACK, port);
-        let up = wait_for("moto_server answers", CONVERGE, || {
-            let exited = process.exit_status().is_some();
-            async move {
-                if exited {
-                    return Some(false);
-                }
-                http_status(addr, "/moto-api/").await.map(|_| true)
-            }
-        })
-        .await;
-        assert!(
-            matches!(up, Ok(true)),
-            "moto: {up:?}\n{}",
-            log_tail(&log, 30)
-        );
-        let url = format!("http://{addr}");
+        let moto = testenv::moto::Moto::start(&bin, env, &dir.path().join("moto.log"))
+            .await
+            .unwrap_or_else(|e| panic!("moto: {e}"));
+        let url = moto.url.clone();
         let conf = aws_sdk_secretsmanager::Config::builder()
             .behavior_version(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(REGION))
@@ -56,7 +37,7 @@ impl Moto {
             ))
             .build();
         Moto {
-            _process: process,
+            _moto: moto,
             client: aws_sdk_secretsmanager::Client::from_conf(conf),
             url,
             bin,

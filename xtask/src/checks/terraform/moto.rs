@@ -1,87 +1,43 @@
 //! moto's server on a free loopback port, for as long as the guard lives.
 //! It keeps everything in memory, so each run starts from nothing.
 
-use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 
 use serde_json::Value;
 
-use super::cli::{run_captured, tail};
+use super::cli::run_captured;
 
 /// The region every run against moto uses.
 pub const REGION: &str = "us-east-1";
 
+/// testenv's moto, started from synchronous code.
 pub struct Moto {
-    child: Child,
+    // Owns the process; the runtime only served the start.
+    _moto: testenv::moto::Moto,
     pub endpoint: String,
 }
 
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
-
 impl Moto {
     /// Starts `moto_server` from `venv_bin`, logging to `log`, and waits
-    /// until it answers. A port taken between choosing and binding it
-    /// makes the server exit; that is retried on another port.
+    /// until it answers.
     pub fn start(venv_bin: &Path, log: &Path) -> Result<Moto> {
-        let mut last_error = None;
-        for _ in 0..3 {
-            match Self::try_start(venv_bin, log) {
-                Ok(moto) => return Ok(moto),
-                Err(e) => last_error = Some(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("moto did not start")))
-    }
-
-    fn try_start(venv_bin: &Path, log: &Path) -> Result<Moto> {
-        let port = free_port()?;
-        let log_file =
-            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(venv_bin.join("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let moto = runtime.block_on(testenv::moto::Moto::start(
+            venv_bin,
             // AWS managed policies (AmazonECSTaskExecutionRolePolicy, ...)
             // are only attachable when moto loads them.
-            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .spawn()
-            .context("cannot start moto_server")?;
-        let mut moto = Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        moto.wait_ready(port, log)?;
-        Ok(moto)
-    }
-
-    /// Polls moto's own API until it answers 200, the process exits, or
-    /// the timeout passes.
-    fn wait_ready(&mut self, port: u16, log: &Path) -> Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                let text = std::fs::read_to_string(log).unwrap_or_default();
-                bail!(
-                    "moto_server exited ({status}) before answering:\n{}",
-                    tail(&text, 20)
-                );
-            }
-            if answers(addr) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("moto_server did not answer on {addr} within {READY_TIMEOUT:?}");
-            }
-            // Connection refused comes back at once: pace the poll.
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            &[("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")],
+            log,
+        ))?;
+        Ok(Moto {
+            endpoint: moto.url.clone(),
+            _moto: moto,
+        })
     }
 }
 
@@ -97,32 +53,6 @@ impl Moto {
             ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".to_owned()),
         ]
     }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// Whether `GET /moto-api/` answers 200.
-fn answers(addr: SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!("GET /moto-api/ HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
 }
 
 /// The aws CLI from `venv_bin`, aimed at moto with throwaway credentials;
