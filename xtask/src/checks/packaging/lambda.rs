@@ -372,7 +372,7 @@ async fn smoke(venv: &Path, zip: &Path) -> Result<Timing> {
         let summary: Value =
             serde_json::from_str(&stdout).with_context(|| format!("not JSON: {stdout}"))?;
         ensure!(
-            summary["robots_seen"] == 1 && summary["synced"] == 1 && summary["failed"] == 0,
+            summary["seen"] == 1 && summary["synced"] == 1 && summary["failed"] == 0,
             "unexpected summary {summary}"
         );
         Ok(())
