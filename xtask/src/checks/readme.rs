@@ -304,6 +304,7 @@ fn unknown_flags(text: &str, known: &BTreeSet<String>) -> Vec<String> {
                 "terraform",
                 "cargo lambda",
                 "cargo test",
+                "cargo nextest",
                 "cargo deny",
                 "up ",
             ]
