@@ -198,7 +198,7 @@ fn side_by_side<'a>(group: &[&'a Step]) -> Result<Vec<(&'a str, Duration, Outcom
             failed.push(name);
             continue;
         }
-        eprintln!("<== ci: {name} ok in {}", fmt_duration(took));
+        // The step's own log ends with its `<== ci: ... ok` line.
         let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&outcome)?)
             .with_context(|| format!("ci step `{name}` left no outcome"))?;
         let count = |k: &str| json[k].as_u64().unwrap_or(0) as usize;
