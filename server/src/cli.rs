@@ -26,7 +26,7 @@ const DEFAULT_PORT: u16 = 9090;
 #[command(
     name = "robot-server",
     version,
-    about = "A robot store with provider-dummy's /robots API",
+    about = "A robot store with provider-dummy's /robots API"
 )]
 pub struct Args {
     #[command(subcommand)]

@@ -43,8 +43,8 @@ impl Document {
 pub fn parse(yaml: &str, source: &str) -> Result<Vec<Document>, Error> {
     let mut docs = Vec::new();
     // Empty documents are skipped by the parser; its errors say the line.
-    let values: Vec<serde_saphyr::Spanned<serde_json::Value>> = serde_saphyr::from_multiple(yaml)
-        .map_err(|e| Error::Manifest(format!("{source}: {e}")))?;
+    let values: Vec<serde_saphyr::Spanned<serde_json::Value>> =
+        serde_saphyr::from_multiple(yaml).map_err(|e| Error::Manifest(format!("{source}: {e}")))?;
     for spanned in values {
         let origin = format!("{source}:{}", spanned.defined.line());
         let json = spanned.value;

@@ -340,7 +340,10 @@ fn nextest_run(nextest: &std::path::Path, args: &[&str]) -> Result<Outcome> {
 
 /// Reads `Summary [ 12.3s] 180 tests run: 180 passed, 3 skipped`.
 fn parse_nextest_summary(line: &str) -> Option<Outcome> {
-    let (_, rest) = line.trim().strip_prefix("Summary")?.split_once("tests run:")?;
+    let (_, rest) = line
+        .trim()
+        .strip_prefix("Summary")?
+        .split_once("tests run:")?;
     let count = |word: &str| -> usize {
         rest.split(',')
             .find_map(|part| part.trim().strip_suffix(word)?.trim().parse().ok())

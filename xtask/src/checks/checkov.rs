@@ -224,8 +224,9 @@ fn policy_ids(dir: &Path) -> Result<BTreeSet<String>> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            let policy: serde_json::Value = serde_saphyr::from_str(&std::fs::read_to_string(&path)?)
-                .with_context(|| format!("parsing {}", path.display()))?;
+            let policy: serde_json::Value =
+                serde_saphyr::from_str(&std::fs::read_to_string(&path)?)
+                    .with_context(|| format!("parsing {}", path.display()))?;
             let id = policy["metadata"]["id"]
                 .as_str()
                 .with_context(|| format!("{} has no metadata.id", path.display()))?;

@@ -265,7 +265,11 @@ fn inline_code(text: &str) -> Vec<&str> {
 /// The long flags of our binaries and of `cargo xtask`, every subcommand.
 fn known_flags() -> BTreeSet<String> {
     fn walk(cmd: &clap::Command, out: &mut BTreeSet<String>) {
-        out.extend(cmd.get_arguments().filter_map(|a| a.get_long()).map(|l| format!("--{l}")));
+        out.extend(
+            cmd.get_arguments()
+                .filter_map(|a| a.get_long())
+                .map(|l| format!("--{l}")),
+        );
         for sub in cmd.get_subcommands() {
             walk(sub, out);
         }
@@ -355,7 +359,12 @@ mod tests {
     #[derive(clap::Parser)]
     struct Example {
         /// Address to listen on
-        #[arg(long, env = "X_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:9090")]
+        #[arg(
+            long,
+            env = "X_LISTEN",
+            value_name = "ADDR",
+            default_value = "0.0.0.0:9090"
+        )]
         listen: String,
         /// Log format
         ///
@@ -395,7 +404,12 @@ mod tests {
     #[test]
     fn known_flags_are_every_command_s() {
         let known = known_flags();
-        for flag in ["--kubeconfig-source", "--auth-token-file", "--only", "--no-auth"] {
+        for flag in [
+            "--kubeconfig-source",
+            "--auth-token-file",
+            "--only",
+            "--no-auth",
+        ] {
             assert!(known.contains(flag), "{flag} missing from {known:?}");
         }
     }
