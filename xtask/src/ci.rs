@@ -250,6 +250,10 @@ fn clippy() -> Result<Outcome> {
 /// are left to a CI that can reach it (`cargo deny check advisories`).
 fn deny() -> Result<Outcome> {
     let deny = tools::DENY.ensure()?;
+    // cargo-deny reads metadata for every platform; offline, that needs
+    // every platform's crates (windows-sys, ...) downloaded, which no
+    // build here does.
+    tools::run(cargo().args(["fetch", "--locked"]))?;
     tools::run(Command::new(deny).args([
         "--offline",
         "--locked",
