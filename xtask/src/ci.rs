@@ -127,7 +127,13 @@ pub fn run(only: &[String]) -> Result<()> {
         let (passed, ignored, notes) = totals(&done);
         std::fs::write(
             path,
-            serde_json::json!({"passed": passed, "ignored": ignored, "note": notes}).to_string(),
+            serde_json::json!({
+                "passed": passed,
+                "ignored": ignored,
+                "note": notes,
+                "seconds": started.elapsed().as_secs_f64(),
+            })
+            .to_string(),
         )?;
         return Ok(());
     }
@@ -194,7 +200,7 @@ fn side_by_side<'a>(group: &[&'a Step]) -> Result<Vec<(&'a str, Duration, Outcom
         eprintln!("--- ci: {name} ({}) ---", log.display());
         eprint!("{}", std::fs::read_to_string(&log).unwrap_or_default());
         if !status.success() {
-            eprintln!("<== ci: {name} FAILED after {}", fmt_duration(took));
+            eprintln!("<== ci: {name} FAILED (its log above)");
             failed.push(name);
             continue;
         }
@@ -202,6 +208,10 @@ fn side_by_side<'a>(group: &[&'a Step]) -> Result<Vec<(&'a str, Duration, Outcom
         let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&outcome)?)
             .with_context(|| format!("ci step `{name}` left no outcome"))?;
         let count = |k: &str| json[k].as_u64().unwrap_or(0) as usize;
+        // The step's own time: this wait may have started after it ended.
+        let took = json["seconds"]
+            .as_f64()
+            .map_or(took, Duration::from_secs_f64);
         done.push((
             name,
             took,
