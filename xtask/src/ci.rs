@@ -57,12 +57,12 @@ pub const STEPS: &[Step] = &[
         run: crate::checks::checkov::step,
     },
     Step {
-        name: "packaging",
-        run: crate::checks::packaging::step,
-    },
-    Step {
         name: "lambda",
         run: crate::checks::packaging::lambda::step,
+    },
+    Step {
+        name: "packaging",
+        run: crate::checks::packaging::step,
     },
     Step {
         name: "readme",
@@ -505,6 +505,20 @@ mod tests {
             Some((12, 3))
         );
         assert_eq!(parse_test_result("running 3 tests"), None);
+    }
+
+    #[test]
+    fn side_by_side_groups_are_consecutive_steps() {
+        let names: Vec<&str> = STEPS.iter().map(|s| s.name).collect();
+        for group in SIDE_BY_SIDE {
+            let first = names.iter().position(|n| *n == group[0]);
+            let first = first.unwrap_or_else(|| panic!("no step {}", group[0]));
+            assert_eq!(
+                &names[first..first + group.len()],
+                *group,
+                "a group runs together only if its steps follow each other"
+            );
+        }
     }
 
     #[test]
