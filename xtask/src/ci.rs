@@ -124,13 +124,18 @@ pub fn run(only: &[String]) -> Result<()> {
         }
     }
     if let Ok(path) = std::env::var(OUTCOME_ENV) {
-        let (passed, ignored, notes) = totals(&done);
+        let (passed, ignored, _) = totals(&done);
+        // The parent names the step; the note goes without that prefix.
+        let notes: Vec<&str> = done
+            .iter()
+            .filter_map(|(_, _, o)| o.note.as_deref())
+            .collect();
         std::fs::write(
             path,
             serde_json::json!({
                 "passed": passed,
                 "ignored": ignored,
-                "note": notes,
+                "note": notes.join("; "),
                 "seconds": started.elapsed().as_secs_f64(),
             })
             .to_string(),
@@ -221,7 +226,7 @@ fn side_by_side<'a>(group: &[&'a Step]) -> Result<Vec<(&'a str, Duration, Outcom
                 note: json["note"]
                     .as_str()
                     .filter(|n| !n.is_empty())
-                    .map(|n| n.split_once(": ").map_or(n, |(_, rest)| rest).to_owned()),
+                    .map(str::to_owned),
             },
         ));
     }
@@ -331,24 +336,14 @@ const FULL_TIER: &str = "robot-controller/full-tier,testenv/full-tier";
 /// `cargo nextest run --profile ci` with `args`, echoing its output and
 /// counting the results from its summary line.
 fn nextest_run(nextest: &std::path::Path, args: &[&str]) -> Result<Outcome> {
-    let mut child = Command::new(nextest)
-        .args(["nextest", "run", "--profile", "ci", "--no-tests", "fail"])
-        .args(args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot start cargo nextest")?;
+    let mut cmd = Command::new(nextest);
+    cmd.args(["nextest", "run", "--profile", "ci", "--no-tests", "fail"])
+        .args(args);
     let mut outcome = None;
-    if let Some(err) = child.stderr.take() {
-        for line in BufReader::new(err).lines() {
-            let line = line?;
-            eprintln!("{line}");
-            outcome = parse_nextest_summary(&line).or(outcome);
-        }
-    }
-    let status = child.wait()?;
-    if !status.success() {
-        bail!("cargo nextest run failed: {status}");
-    }
+    // nextest reports on stderr.
+    echo_lines(&mut cmd, Stream::Stderr, |line| {
+        outcome = parse_nextest_summary(line).or(outcome.take());
+    })?;
     outcome.context("cargo nextest printed no summary line")
 }
 
@@ -358,14 +353,19 @@ fn parse_nextest_summary(line: &str) -> Option<Outcome> {
         .trim()
         .strip_prefix("Summary")?
         .split_once("tests run:")?;
+    // Parts read `N word`, sometimes with a remark: `355 passed (1 slow)`.
     let count = |word: &str| -> usize {
         rest.split(',')
-            .find_map(|part| part.trim().strip_suffix(word)?.trim().parse().ok())
+            .find_map(|part| {
+                let mut words = part.split_whitespace();
+                let n = words.next()?.parse().ok()?;
+                (words.next()? == word).then_some(n)
+            })
             .unwrap_or(0)
     };
     Some(Outcome {
-        tests_passed: count(" passed"),
-        tests_ignored: count(" skipped"),
+        tests_passed: count("passed"),
+        tests_ignored: count("skipped"),
         note: None,
     })
 }
@@ -373,28 +373,52 @@ fn parse_nextest_summary(line: &str) -> Option<Outcome> {
 /// Runs `cargo test` with the given arguments, echoing its output and
 /// counting the results.
 fn cargo_test(args: &[&str]) -> Result<Outcome> {
-    let mut child = cargo()
-        .arg("test")
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot start cargo test")?;
+    let mut cmd = cargo();
+    cmd.arg("test").args(args);
     let mut outcome = Outcome::default();
-    if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines() {
+    echo_lines(&mut cmd, Stream::Stdout, |line| {
+        if let Some((passed, ignored)) = parse_test_result(line) {
+            outcome.tests_passed += passed;
+            outcome.tests_ignored += ignored;
+        }
+    })?;
+    Ok(outcome)
+}
+
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Runs `cmd`, echoing the lines of `stream` where they would have gone
+/// and handing each to `on_line`; fails unless it exits 0.
+fn echo_lines(cmd: &mut Command, stream: Stream, mut on_line: impl FnMut(&str)) -> Result<()> {
+    match stream {
+        Stream::Stdout => cmd.stdout(Stdio::piped()),
+        Stream::Stderr => cmd.stderr(Stdio::piped()),
+    };
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let piped: Option<Box<dyn std::io::Read>> = match stream {
+        Stream::Stdout => child.stdout.take().map(|o| Box::new(o) as _),
+        Stream::Stderr => child.stderr.take().map(|e| Box::new(e) as _),
+    };
+    if let Some(piped) = piped {
+        for line in BufReader::new(piped).lines() {
             let line = line?;
-            println!("{line}");
-            if let Some((passed, ignored)) = parse_test_result(&line) {
-                outcome.tests_passed += passed;
-                outcome.tests_ignored += ignored;
+            match stream {
+                Stream::Stdout => println!("{line}"),
+                Stream::Stderr => eprintln!("{line}"),
             }
+            on_line(&line);
         }
     }
     let status = child.wait()?;
     if !status.success() {
-        bail!("cargo test failed: {status}");
+        bail!("{cmd:?} failed: {status}");
     }
-    Ok(outcome)
+    Ok(())
 }
 
 /// Reads `test result: ok. 12 passed; 0 failed; 1 ignored; ...`.
@@ -532,6 +556,11 @@ mod tests {
         )
         .expect("a summary");
         assert_eq!((outcome.tests_passed, outcome.tests_ignored), (1, 0));
+        let outcome = parse_nextest_summary(
+            "     Summary [ 502.124s] 355 tests run: 355 passed (1 slow), 2 skipped",
+        )
+        .expect("a summary");
+        assert_eq!((outcome.tests_passed, outcome.tests_ignored), (355, 2));
         assert!(parse_nextest_summary("        PASS [   0.01s] x::y").is_none());
     }
 }
