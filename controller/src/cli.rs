@@ -10,6 +10,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::api::{Family, Generation};
 use robot_logging::LogFormat;
 
+/// The health port without `--health-listen` or `PORT`.
+pub const DEFAULT_HEALTH_PORT: u16 = 8080;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "robot-controller",
@@ -399,7 +402,7 @@ impl RunArgs {
             let port = std::env::var("PORT")
                 .ok()
                 .and_then(|p| p.parse().ok())
-                .unwrap_or(8080);
+                .unwrap_or(DEFAULT_HEALTH_PORT);
             SocketAddr::from(([0, 0, 0, 0], port))
         })
     }

@@ -19,7 +19,7 @@ pub const TOKEN_ENV: &str = "ROBOT_SERVER_AUTH_TOKEN";
 pub const PORT_ENV: &str = "PORT";
 
 /// Where the reference server listens, and so do we unless told otherwise.
-const DEFAULT_PORT: u16 = 9090;
+pub const DEFAULT_PORT: u16 = 9090;
 
 /// Flags and environment variables of `robot-server`.
 #[derive(Parser)]

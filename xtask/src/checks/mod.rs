@@ -1,3 +1,4 @@
+pub mod binaries;
 pub mod checkov;
 pub mod packaging;
 pub mod readme;

@@ -275,12 +275,8 @@ fn known_flags() -> BTreeSet<String> {
         }
     }
     let mut known = BTreeSet::new();
-    for cmd in [
-        <robot_controller::cli::Cli as clap::CommandFactory>::command(),
-        robot_server::cli::command(),
-        crate::command(),
-    ] {
-        let mut cmd = cmd;
+    let binaries = crate::checks::binaries::CLIS.iter().map(|c| (c.command)());
+    for mut cmd in binaries.chain([crate::command()]) {
         cmd.build();
         walk(&cmd, &mut known);
     }

@@ -13,7 +13,7 @@ use super::manifests::{
     self, check_cloud_run, check_ecs, check_kubernetes, endpoint_allowed, env_value, yaml_documents,
 };
 use super::workspace::Interface;
-use crate::checks::terraform::env_contract::robot_names;
+use crate::checks::binaries::robot_names;
 use crate::checks::terraform::hcl_model::{TfModule, as_str};
 
 /// The first fenced block of a README that holds `needle`, as written.

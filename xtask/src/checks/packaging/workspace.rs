@@ -1,6 +1,7 @@
 //! What the packaging files must agree with, read from the workspace
 //! itself: package and binary names from `cargo metadata`, and each
-//! binary's environment variables and default port from its own `--help`.
+//! binary's environment variables and default port from its own
+//! `clap::Command` ([`crate::checks::binaries`]).
 //! Nothing here is copied from the code, so a renamed binary, flag or env
 //! var breaks the checks instead of a user's deployment.
 
@@ -11,10 +12,11 @@ use std::process::Command;
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
+use crate::checks::binaries::Cli;
+
 /// The workspace's shared package metadata and its shipped binaries.
 #[derive(Clone, Debug)]
 pub struct Workspace {
-    pub root: PathBuf,
     pub target_dir: PathBuf,
     pub version: String,
     pub license: String,
@@ -116,7 +118,6 @@ impl Workspace {
             }
         }
         Ok(Workspace {
-            root: PathBuf::from(text(&meta["workspace_root"], "workspace_root")?),
             target_dir: PathBuf::from(text(&meta["target_directory"], "target_directory")?),
             version: text(&first["version"], "version")?,
             license: text(&first["license"], "license")?,
@@ -131,27 +132,31 @@ impl Workspace {
         self.binaries.iter().find(|b| b.dir == dir)
     }
 
-    /// Builds the shipped binaries (debug) and reads their `--help`.
+    /// Each shipped binary's outside, from its command line in process.
     pub fn interfaces(&self) -> Result<Vec<Interface>> {
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "--locked", "--quiet"])
-            .current_dir(&self.root);
-        for b in &self.binaries {
-            cmd.args(["--package", &b.package, "--bin", &b.name]);
-        }
-        crate::tools::run(&mut cmd)?;
         self.binaries
             .iter()
             .map(|b| {
-                let path = self.target_dir.join("debug").join(&b.name);
-                Interface::of_program(b.clone(), &path)
+                let cli = Cli::named(&b.name).with_context(|| {
+                    format!(
+                        "{} ships, but xtask's binaries::CLIS does not list it",
+                        b.name
+                    )
+                })?;
+                Ok(Interface {
+                    binary: b.clone(),
+                    env: cli.env(),
+                    port: cli.port,
+                    subcommands: cli.subcommands(),
+                    defaults: cli.defaults(),
+                })
             })
             .collect()
     }
 }
 
 /// A binary's outside: the env vars it reads and the port it listens on by
-/// default, as its `--help` states them.
+/// default.
 #[derive(Clone, Debug)]
 pub struct Interface {
     pub binary: Binary,
@@ -165,71 +170,6 @@ pub struct Interface {
 }
 
 impl Interface {
-    /// Runs `program --help`, and `program <sub> --help` for each
-    /// subcommand it lists.
-    pub fn of_program(binary: Binary, program: &Path) -> Result<Interface> {
-        let help = |args: &[&str]| -> Result<String> {
-            let out = Command::new(program)
-                .args(args)
-                .output()
-                .with_context(|| format!("cannot run {}", program.display()))?;
-            if !out.status.success() {
-                bail!("{} {args:?} failed: {}", program.display(), out.status);
-            }
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        };
-        let top = help(&["--help"])?;
-        let mut texts = vec![top.clone()];
-        for sub in subcommands(&top) {
-            texts.push(help(&[&sub, "--help"])?);
-        }
-        Self::from_help(binary, &texts)
-    }
-
-    pub fn from_help(binary: Binary, helps: &[String]) -> Result<Interface> {
-        let mut env = BTreeSet::new();
-        let mut defaults = Vec::new();
-        let mut ports = BTreeSet::new();
-        for help in helps {
-            for flag in flag_blocks(help) {
-                let Some(var) = between(&flag, "[env: ", "=") else {
-                    continue;
-                };
-                env.insert(var.to_owned());
-                if let Some(default) = between(&flag, "[default: ", "]") {
-                    defaults.push((var.to_owned(), default.to_owned()));
-                }
-                if var.ends_with("_LISTEN") {
-                    let port = default_port(&flag).with_context(|| {
-                        format!(
-                            "{}: the help of {var} names no default 0.0.0.0:<port>",
-                            binary.name
-                        )
-                    })?;
-                    ports.insert(port);
-                }
-            }
-            env.extend(environment_only(help));
-        }
-        let port = match ports.len() {
-            1 => ports.into_iter().next().unwrap_or_default(),
-            0 => bail!(
-                "{}: no flag with an env var *_LISTEN in --help",
-                binary.name
-            ),
-            _ => bail!("{}: several listen ports in --help: {ports:?}", binary.name),
-        };
-        defaults.sort();
-        defaults.dedup();
-        Ok(Interface {
-            binary,
-            env,
-            port,
-            subcommands: helps.first().map(|h| subcommands(h)).unwrap_or_default(),
-            defaults,
-        })
-    }
-
     /// The defaults of flags whose env var ends with `suffix`.
     pub fn defaults_ending(&self, suffix: &str) -> Vec<(&str, &str)> {
         self.defaults
@@ -248,86 +188,9 @@ pub fn toolchain_channel(toml: &str) -> Option<String> {
     })
 }
 
-/// The subcommands clap lists under `Commands:` (not `help`).
-fn subcommands(help: &str) -> Vec<String> {
-    let Some(start) = help.find("\nCommands:\n") else {
-        return Vec::new();
-    };
-    help[start + "\nCommands:\n".len()..]
-        .lines()
-        .take_while(|l| l.starts_with(' '))
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|name| *name != "help")
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Each option's text in clap's long help: from its `-x, --flag` or
-/// `--flag` line to the next one.
-fn flag_blocks(help: &str) -> Vec<String> {
-    let mut blocks: Vec<String> = Vec::new();
-    for line in help.lines() {
-        let trimmed = line.trim_start();
-        let indent = line.len() - trimmed.len();
-        let starts_flag =
-            (2..=6).contains(&indent) && (trimmed.starts_with("--") || trimmed.starts_with('-'));
-        if starts_flag {
-            blocks.push(String::new());
-        }
-        if let Some(block) = blocks.last_mut() {
-            block.push_str(line);
-            block.push('\n');
-        }
-    }
-    blocks
-}
-
-/// Names listed in an `Environment only:` section: `  NAME  what`.
-fn environment_only(help: &str) -> Vec<String> {
-    let Some(start) = help.find("Environment only:") else {
-        return Vec::new();
-    };
-    help[start..]
-        .lines()
-        .skip(1)
-        .take_while(|l| l.starts_with(' '))
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|name| {
-            !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-        })
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The port of the first `0.0.0.0:<port>` in a flag's help.
-fn default_port(flag: &str) -> Option<u16> {
-    let at = flag.find("0.0.0.0:")? + "0.0.0.0:".len();
-    let digits: String = flag[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
-
-fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
-    let start = text.find(open)? + open.len();
-    let len = text[start..].find(close)?;
-    Some(&text[start..start + len])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const SERVER_HELP: &str = "A robot store\n\nUsage: robot-server [OPTIONS]\n\nOptions:\n      \
-        --listen <ADDR>\n          Address to listen on [default: 0.0.0.0:9090, or 0.0.0.0:$PORT]\n          \n          \
-        [env: ROBOT_SERVER_LISTEN=]\n\n      --request-timeout <DURATION>\n          Longest time\n          \n          \
-        [env: ROBOT_SERVER_REQUEST_TIMEOUT=]\n          [default: 10s]\n\n  -h, --help\n          Print help\n\n\
-        Environment only:\n  ROBOT_SERVER_AUTH_TOKEN  the bearer token itself\n  PORT                     listen on $PORT\n\n\
-        Exit codes: 0 after a graceful shutdown.\n";
 
     fn server() -> Binary {
         Binary {
@@ -338,52 +201,10 @@ mod tests {
     }
 
     #[test]
-    fn reads_env_vars_defaults_and_the_listen_port_from_help() {
-        let i = Interface::from_help(server(), &[SERVER_HELP.to_owned()]).expect("parses");
-        assert_eq!(i.port, 9090);
-        assert_eq!(
-            i.env.iter().map(String::as_str).collect::<Vec<_>>(),
-            [
-                "PORT",
-                "ROBOT_SERVER_AUTH_TOKEN",
-                "ROBOT_SERVER_LISTEN",
-                "ROBOT_SERVER_REQUEST_TIMEOUT"
-            ]
-        );
-        assert_eq!(
-            i.defaults_ending("_REQUEST_TIMEOUT")
-                .first()
-                .map(|(_, d)| *d),
-            Some("10s")
-        );
-        assert_eq!(
-            i.defaults_ending("_LISTEN").first().map(|(_, d)| *d),
-            Some("0.0.0.0:9090, or 0.0.0.0:$PORT")
-        );
-        assert_eq!(i.defaults_ending("_LOG").first().map(|(_, d)| *d), None);
-    }
-
-    #[test]
-    fn help_without_a_listen_port_is_an_error() {
-        let help = SERVER_HELP.replace("0.0.0.0:9090, or 0.0.0.0:$PORT", "any");
-        let err = Interface::from_help(server(), &[help]).unwrap_err();
-        assert!(err.to_string().contains("ROBOT_SERVER_LISTEN"), "{err:#}");
-        let err = Interface::from_help(server(), &["Usage: x\n".into()]).unwrap_err();
-        assert!(err.to_string().contains("no flag"), "{err:#}");
-    }
-
-    #[test]
     fn reads_the_toolchain_channel() {
         let toml = "[toolchain]\nchannel = \"1.95.0\"\ncomponents = [\"clippy\"]\n";
         assert_eq!(toolchain_channel(toml).as_deref(), Some("1.95.0"));
         assert_eq!(toolchain_channel("[toolchain]\n"), None);
-    }
-
-    #[test]
-    fn lists_subcommands_but_not_help() {
-        let top = "Usage: c [COMMAND]\n\nCommands:\n  run     Run\n  once    One pass\n  help    Print this\n\nOptions:\n";
-        assert_eq!(subcommands(top), ["run", "once"]);
-        assert!(subcommands("Usage: x\n").is_empty());
     }
 
     #[test]

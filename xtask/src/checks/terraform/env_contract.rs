@@ -1,39 +1,38 @@
 //! Every `ROBOT_CONTROLLER_*` / `ROBOT_SERVER_*` name that the Terraform
 //! modules and the infra manifests set must be one the binaries read. The
-//! names come from the binaries themselves, in process: the `env` of every
-//! argument of `robot_controller::cli::Cli` and `robot_server::cli::command()`
-//! (all subcommands), the env-only names their help text lists, and the
-//! env-only constants the code exports. Nothing is copied here.
+//! names come from the binaries themselves, in process
+//! ([`crate::checks::binaries`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use clap::CommandFactory as _;
+
+use crate::checks::binaries::{CLIS, robot_names};
 
 /// The names each binary reads.
 pub struct Contract {
     /// `ROBOT_CONTROLLER_` or `ROBOT_SERVER_` → (binary, names).
-    binaries: Vec<(&'static str, &'static str, BTreeSet<String>)>,
+    binaries: Vec<(String, &'static str, BTreeSet<String>)>,
 }
 
 impl Contract {
     pub fn from_binaries() -> Self {
-        let mut controller = names_of(&robot_controller::cli::Cli::command());
-        controller.insert(robot_controller::source::GCP_ENDPOINT_ENV.to_owned());
-        let mut server = names_of(&robot_server::cli::command());
-        server.insert(robot_server::cli::TOKEN_ENV.to_owned());
         Contract {
-            binaries: vec![
-                ("ROBOT_CONTROLLER_", "robot-controller", controller),
-                ("ROBOT_SERVER_", "robot-server", server),
-            ],
+            binaries: CLIS
+                .iter()
+                .map(|c| (c.env_prefix(), c.name, c.env()))
+                .collect(),
         }
     }
 
     /// Why `name` is not read, or `None` when a binary reads it.
     pub fn problem(&self, name: &str) -> Option<String> {
-        match self.binaries.iter().find(|(p, _, _)| name.starts_with(p)) {
+        match self
+            .binaries
+            .iter()
+            .find(|(p, _, _)| name.starts_with(p.as_str()))
+        {
             Some((_, _, names)) if names.contains(name) => None,
             Some((_, bin, names)) => Some(format!(
                 "{name}: {bin}'s command line has no such variable (it reads {})",
@@ -49,55 +48,6 @@ impl Contract {
     pub fn unknown<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
         names.into_iter().filter_map(|n| self.problem(n)).collect()
     }
-}
-
-/// The env names a command and its subcommands read: each argument's
-/// `env`, and the `ROBOT_*` names its help text lists as env-only.
-fn names_of(cmd: &clap::Command) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let mut todo = vec![cmd];
-    while let Some(cmd) = todo.pop() {
-        for arg in cmd.get_arguments() {
-            if let Some(env) = arg.get_env().and_then(|e| e.to_str()) {
-                names.insert(env.to_owned());
-            }
-        }
-        for help in [cmd.get_after_help(), cmd.get_after_long_help()]
-            .into_iter()
-            .flatten()
-        {
-            names.extend(robot_names(&help.to_string()));
-        }
-        todo.extend(cmd.get_subcommands());
-    }
-    names
-}
-
-/// Every `ROBOT_...` token in `text` (whole tokens: `[A-Z0-9_]` runs that
-/// start with `ROBOT_` and are not part of a longer identifier).
-pub fn robot_names(text: &str) -> BTreeSet<String> {
-    let bytes = text.as_bytes();
-    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    let mut names = BTreeSet::new();
-    let mut from = 0;
-    while let Some(offset) = text[from..].find("ROBOT_") {
-        let start = from + offset;
-        let mut end = start;
-        while end < bytes.len()
-            && (bytes[end].is_ascii_uppercase()
-                || bytes[end].is_ascii_digit()
-                || bytes[end] == b'_')
-        {
-            end += 1;
-        }
-        if (start == 0 || !is_ident(bytes[start - 1]))
-            && (end == bytes.len() || !is_ident(bytes[end]))
-        {
-            names.insert(text[start..end].to_owned());
-        }
-        from = end.max(start + 1);
-    }
-    names
 }
 
 /// The files whose `ROBOT_*` names are checked: every `.tf` under
@@ -195,14 +145,5 @@ mod tests {
         assert!(problems[0].starts_with("ROBOT_CONTROLLER_KUBECONFIG: robot-controller's"));
         assert!(problems[1].contains("robot-server's command line"));
         assert!(problems[2].contains("read by neither"));
-    }
-
-    #[test]
-    fn finds_whole_tokens_only() {
-        let names = robot_names(
-            "ROBOT_SERVER_LISTEN = 1, xROBOT_NOPE, \"ROBOT_CONTROLLER_LOG\"\nROBOT_SERVER_LOGx",
-        );
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        assert_eq!(names, ["ROBOT_CONTROLLER_LOG", "ROBOT_SERVER_LISTEN"]);
     }
 }
