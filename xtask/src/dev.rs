@@ -135,13 +135,12 @@ pub fn up(args: &UpArgs) -> Result<State> {
     Ok(state)
 }
 
-fn clap_name(crds: Crds) -> &'static str {
-    match crds {
-        Crds::Ours => "ours",
-        Crds::OursUpbound => "ours-upbound",
-        Crds::Crossplane => "crossplane",
-        Crds::Upbound => "upbound",
-    }
+/// The value clap takes for `crds` (`ours-upbound`), from clap itself.
+fn clap_name(crds: Crds) -> String {
+    use clap::ValueEnum as _;
+    crds.to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
 }
 
 fn wait_until_up(layout: &Layout, pid: u32, log: &Path) -> Result<State> {
