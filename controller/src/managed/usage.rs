@@ -54,6 +54,23 @@ pub fn usage_of(generation: Generation, owner: &Owner, config: &ConfigKey) -> Us
     }
 }
 
+/// A usage as written: its key and labels.
+type Ensured = (ObjectKey, BTreeMap<String, String>);
+
+/// Whether a usage exists as it should. `seen`: what the watch's store
+/// shows (`None` without a watch). With a watch, the store decides, and a
+/// usage this process wrote is remembered only until the store shows it:
+/// one copy of each usage in memory, not two, and a usage deleted behind
+/// our back is written again. Without a watch, what this process wrote is
+/// all it knows.
+fn known(seen: Option<bool>, ensured: &mut HashSet<Ensured>, entry: Ensured) -> bool {
+    if seen == Some(true) {
+        ensured.remove(&entry);
+        return true;
+    }
+    ensured.contains(&entry)
+}
+
 /// Usages in the control plane, with a cache so that steady state costs
 /// no request.
 pub struct UsageTracker {
@@ -61,8 +78,9 @@ pub struct UsageTracker {
     resource: ApiResource,
     /// Usages as the watch sees them, when one runs (`run` mode).
     known: Option<UsageStore>,
-    /// Usages this process has made sure of, for modes without a watch.
-    ensured: Mutex<HashSet<(ObjectKey, BTreeMap<String, String>)>>,
+    /// Usages this process wrote: with a watch, only until the watch
+    /// shows them; without one, all of them.
+    ensured: Mutex<HashSet<Ensured>>,
 }
 
 impl UsageTracker {
@@ -82,31 +100,30 @@ impl UsageTracker {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(ObjectKey, BTreeMap<String, String>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Ensured>> {
         self.ensured.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether `usage` exists as it should (see [`known`]).
     fn is_known(&self, usage: &Usage) -> bool {
-        if self
-            .lock()
-            .contains(&(usage.key.clone(), usage.labels.clone()))
-        {
-            return true;
-        }
-        let Some(store) = &self.known else {
-            return false;
-        };
-        let mut oref = ObjectRef::new_with(&usage.key.name, self.resource.clone());
-        if let Some(ns) = &usage.key.namespace {
-            oref = oref.within(ns);
-        }
-        store.get(&oref).is_some_and(|u| {
-            let labels = u.metadata.labels.as_ref();
-            usage
-                .labels
-                .iter()
-                .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-        })
+        let seen = self.known.as_ref().map(|store| {
+            let mut oref = ObjectRef::new_with(&usage.key.name, self.resource.clone());
+            if let Some(ns) = &usage.key.namespace {
+                oref = oref.within(ns);
+            }
+            store.get(&oref).is_some_and(|u| {
+                let labels = u.metadata.labels.as_ref();
+                usage
+                    .labels
+                    .iter()
+                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+            })
+        });
+        known(
+            seen,
+            &mut self.lock(),
+            (usage.key.clone(), usage.labels.clone()),
+        )
     }
 
     /// Records that the owner uses the config. No request when the usage
@@ -195,6 +212,32 @@ mod tests {
             },
             uid: "u-1".into(),
         }
+    }
+
+    #[test]
+    fn a_written_usage_is_remembered_until_the_watch_shows_it() {
+        let entry = || -> Ensured {
+            (
+                ObjectKey {
+                    namespace: None,
+                    name: "u-1".into(),
+                },
+                BTreeMap::from([(PROVIDER_CONFIG_LABEL.to_owned(), "default".to_owned())]),
+            )
+        };
+        let mut ensured = HashSet::from([entry()]);
+        // Written, not yet in the watch: known, no second write.
+        assert!(known(Some(false), &mut ensured, entry()));
+        // The watch shows it: known, and no longer held twice.
+        assert!(known(Some(true), &mut ensured, entry()));
+        assert!(ensured.is_empty());
+        // Deleted behind our back: the store no longer has it, so it is
+        // written again.
+        assert!(!known(Some(false), &mut ensured, entry()));
+        // Without a watch, what was written is what is known.
+        ensured.insert(entry());
+        assert!(known(None, &mut ensured, entry()));
+        assert!(!known(None, &mut HashSet::new(), entry()));
     }
 
     #[test]
