@@ -59,23 +59,28 @@ pub fn instructions(text: &str) -> Result<Vec<Instruction>, String> {
 }
 
 /// A `FROM`: its `--platform`, image and `AS` name.
-struct From<'a> {
+struct FromLine<'a> {
     line: usize,
     platform: Option<&'a str>,
     image: &'a str,
     name: Option<&'a str>,
 }
 
-fn from(ins: &Instruction) -> From<'_> {
+fn from(ins: &Instruction) -> FromLine<'_> {
     let words: Vec<&str> = ins.args.split_whitespace().collect();
     let platform = words.iter().find_map(|w| w.strip_prefix("--platform="));
     let rest: Vec<&str> = words.into_iter().filter(|w| !w.starts_with("--")).collect();
-    From {
+    FromLine {
         line: ins.line,
         platform,
         image: rest.first().copied().unwrap_or_default(),
         name: rest.get(2).copied(),
     }
+}
+
+/// The instructions of `body` with `keyword`.
+fn of<'a>(body: &'a [Instruction], keyword: &str) -> Vec<&'a Instruction> {
+    body.iter().filter(|i| i.keyword == keyword).collect()
 }
 
 /// Every way `text` (the Dockerfile of `interface`'s binary) disagrees with
@@ -93,12 +98,6 @@ pub fn check(text: &str, ws: &Workspace, interface: &Interface) -> Vec<String> {
     let mut problems = Vec::new();
     let mut fail = |line: usize, what: String| problems.push(format!("line {line}: {what}"));
     let runtime_line = runtime[0].line;
-    let of = |body: &[Instruction], keyword: &str| -> Vec<Instruction> {
-        body.iter()
-            .filter(|i| i.keyword == keyword)
-            .cloned()
-            .collect()
-    };
 
     // The usage line in the header builds this very file.
     let this = format!("Dockerfile.{}", interface.binary.dir);
